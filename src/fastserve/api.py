@@ -6,6 +6,7 @@ with TF Serving's codes and messages, so gRPC and REST give the same answers.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from fastserve.core.models import Models
 from fastserve.core.states import VersionStatus
 from fastserve.core.table import ServableHandle, ServableTable
 from fastserve.errors import Code, ServingError, failed_precondition, internal, invalid_argument
+from fastserve.metrics import Metrics
 from fastserve.servables.base import (
     CLASSIFY_METHOD,
     DEFAULT_SIGNATURE,
@@ -73,11 +75,13 @@ class InferenceAPI:
         models: Models,
         *,
         check_method_names: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self._table = table
         self._manager = manager
         self._models = models
         self._check_method_names = check_method_names
+        self.metrics = metrics or Metrics(enabled=False)
         self._acquire_latest = table.lookup_latest
         self._acquire_version = table.lookup_version
 
@@ -146,12 +150,18 @@ class InferenceAPI:
         self.check_request(resolved, inputs.keys(), output_filter)
         check_inputs(signature, inputs)
         output_names = select_outputs(signature, output_filter)
+        servable = resolved.servable
+        started = time.perf_counter()
         try:
-            outputs = resolved.servable.run(signature, inputs, output_names, context)
+            outputs = servable.run(signature, inputs, output_names, context)
         except ServingError:
             raise
         except BaseException as error:  # whatever a servable raises, the request fails alone
             raise internal(f"{type(error).__name__}: {error}") from error
+        finally:
+            self.metrics.runtime(
+                resolved.model, "Predict", servable.runtime, (time.perf_counter() - started) * 1e6
+            )
         if len(outputs) != len(output_names):
             raise ServingError(Code.UNKNOWN, "Predict internal error")
         return outputs

@@ -307,6 +307,7 @@ class BatchingServable(Servable):
         self, inner: Servable, scheduler: BatchScheduler, parameters: BatchingParameters
     ) -> None:
         self._inner = inner
+        self.runtime = inner.runtime
         self._scheduler = scheduler
         self._parameters = parameters
         self._queues: dict[str, int] = {}

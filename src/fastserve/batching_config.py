@@ -117,21 +117,9 @@ def from_proto(message: Any) -> dict[str, Any]:
 
 def read_text_proto(path: str) -> dict[str, Any]:
     """The fields set in a BatchingParameters text-proto file."""
-    from google.protobuf import text_format
+    from fastserve.config_protos import read_text_file
 
-    from fastserve.config_protos import message as new_message
-
-    message = new_message("BatchingParameters")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text_format.Parse(handle.read(), message)
-    except OSError as error:
-        raise ConfigError(
-            f"{path}: cannot read the batching parameters: {error.strerror}"
-        ) from None
-    except text_format.ParseError as error:
-        raise ConfigError(f"Invalid protobuf file: '{path}': {error}") from None
-    return from_proto(message)
+    return from_proto(read_text_file(path, "BatchingParameters", "batching parameters"))
 
 
 def from_mapping(values: Mapping[str, Any], where: str) -> dict[str, Any]:

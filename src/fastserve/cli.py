@@ -125,6 +125,29 @@ FLAGS: tuple[Flag, ...] = (
         "Threads running TF ops concurrently (0: auto, which runs on the request's thread).",
     ),
     Flag(
+        "monitoring_config_file",
+        str,
+        "",
+        "TF Serving MonitoringConfig text proto; its prometheus_config serves metrics on the "
+        "REST port.",
+    ),
+    Flag(
+        "enable_grpc_healthcheck_service",
+        _boolean,
+        False,
+        "Serve grpc.health.v1.Health on the gRPC port.",
+    ),
+    Flag(
+        "max_request_bytes",
+        int,
+        2**31 - 1,
+        "Largest request: REST bodies (413 past it), gRPC messages (RESOURCE_EXHAUSTED) and "
+        "any decoded tensor.",
+    ),
+    Flag("access_log", _boolean, False, "Log one line per request (gRPC and REST)."),
+    Flag("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR."),
+    Flag("log_format", str, "text", "text, or json: one JSON object per line."),
+    Flag(
         "flush_filesystem_caches",
         _boolean,
         True,
@@ -142,7 +165,6 @@ FLAGS: tuple[Flag, ...] = (
 DEFAULT_ONLY: dict[str, tuple[Callable[[str], Any], Any]] = {
     "enable_model_warmup": (_boolean, False),
     "enable_profiler": (_boolean, False),
-    "enable_grpc_healthcheck_service": (_boolean, False),
     "use_alts_credentials": (_boolean, False),
     "prefer_tflite_model": (_boolean, False),
     "xla_cpu_compilation_enabled": (_boolean, False),
@@ -157,7 +179,6 @@ NOT_IMPLEMENTED = (
     "ssl_config_file",
     "platform_config_file",
     "num_request_iterations_for_warmup",
-    "monitoring_config_file",
     "num_tflite_pools",
     "num_tflite_interpreters_per_pool",
     "thread_pool_factory_config_file",
@@ -245,6 +266,7 @@ class _Interrupted(BaseException):
 def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     """Flag values (command line over the YAML's server: section over defaults) and models."""
     from fastserve import config as config_module
+    from fastserve import logs
 
     for name, (_, default) in DEFAULT_ONLY.items():
         value = getattr(args, name)
@@ -293,6 +315,11 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
         else:
             settings[name] = value
     settings.update(given)
+    settings["log_level"] = str(settings["log_level"]).upper()
+    if settings["log_level"] not in logs.LEVELS:
+        raise UsageError(f"--log_level must be one of {', '.join(logs.LEVELS)}")
+    if settings["log_format"] not in logs.FORMATS:
+        raise UsageError(f"--log_format must be one of {', '.join(logs.FORMATS)}")
     if args.host is not None:
         settings["host"] = args.host
     if args.shutdown_grace_seconds is not None:
@@ -336,13 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.version:
         _print_version()
         return 0
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # TensorFlow's Python side logs every variable restore at INFO.
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    from fastserve import logs
     from fastserve.config import ConfigError
     from fastserve.server import Server, StartupError
 
@@ -351,6 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigError) as error:
         print(f"fastserve: {error}", file=sys.stderr)
         return 2
+    logs.configure(settings["log_level"], settings["log_format"])
     if not models:
         print("fastserve: the config lists no models", file=sys.stderr)
         return 2

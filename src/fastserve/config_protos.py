@@ -6,7 +6,15 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    text_format,
+    wrappers_pb2,
+)
+
+from fastserve.config import ConfigError
 
 _PACKAGE = "tensorflow.serving"
 _F = descriptor_pb2.FieldDescriptorProto
@@ -49,6 +57,20 @@ _MESSAGES: dict[str, list[tuple[str, int, int, int, str]]] = {
             ".google.protobuf.Int64Value",
         ),
     ],
+    # tensorflow_serving/config/monitoring_config.proto
+    "PrometheusConfig": [
+        ("enable", 1, _F.TYPE_BOOL, _F.LABEL_OPTIONAL, ""),
+        ("path", 2, _F.TYPE_STRING, _F.LABEL_OPTIONAL, ""),
+    ],
+    "MonitoringConfig": [
+        (
+            "prometheus_config",
+            1,
+            _F.TYPE_MESSAGE,
+            _F.LABEL_OPTIONAL,
+            f".{_PACKAGE}.PrometheusConfig",
+        ),
+    ],
 }
 
 
@@ -79,3 +101,17 @@ def message(name: str) -> Any:
     """A new, empty message of one of these types (for example "BatchingParameters")."""
     descriptor = _pool().FindMessageTypeByName(f"{_PACKAGE}.{name}")
     return message_factory.GetMessageClass(descriptor)()
+
+
+def read_text_file(path: str, name: str, what: str) -> Any:
+    """Parses the text-proto file `path` as message `name`; `what` names the file's role in
+    errors (ConfigError naming the file, and the line and column of a syntax error)."""
+    parsed = message(name)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text_format.Parse(handle.read(), parsed)
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the {what}: {error.strerror}") from None
+    except (text_format.ParseError, UnicodeDecodeError) as error:
+        raise ConfigError(f"Invalid protobuf file: '{path}': {error}") from None
+    return parsed

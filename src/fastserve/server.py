@@ -19,11 +19,15 @@ from fastserve.batching_config import BatchingParameters, read_text_proto
 from fastserve.config import ConfigError, ModelConfig
 from fastserve.core.manager import Manager, ManagerOptions
 from fastserve.core.models import ModelFailures, Models, default_loader
+from fastserve.core.states import State
 from fastserve.core.table import ServableTable
 from fastserve.errors import ServingError
+from fastserve.health import Health
+from fastserve.metrics import Metrics, prometheus_path
 from fastserve.reload import ConfigFileWatcher
 from fastserve.servables.base import Loader, LoadOptions
 from fastserve.tasks import Tasks
+from fastserve.tensors import DEFAULT_MAX_REQUEST_BYTES
 
 log = logging.getLogger("fastserve.server")
 
@@ -60,6 +64,10 @@ class ServerOptions:
     rest_api_timeout_in_ms: int = 30_000
     grpc_channel_arguments: str = ""
     model_config_file_poll_wait_seconds: float = 0
+    monitoring_config_file: str = ""
+    enable_grpc_healthcheck_service: bool = False
+    access_log: bool = False
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
 
 
@@ -72,6 +80,11 @@ class Server:
 
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
+        self.metrics_path = _metrics_path(options)
+        self.metrics = Metrics(
+            enabled=self.metrics_path is not None,
+            known_model=lambda name: name in self.models.names,
+        )
         self.table = ServableTable()
         self.manager = Manager(
             self.table,
@@ -86,8 +99,14 @@ class Server:
                     inter_op_parallelism=options.tensorflow_inter_op_parallelism,
                 ),
             ),
+            on_transition=self._transition,
+            on_load_attempt=lambda path, ok, seconds: self.metrics.load_attempt(
+                path, ok, seconds * 1e6
+            ),
         )
         self.batching = BatchingSetup(options)
+        if self.batching.scheduler is not None:
+            self.metrics.add_batching(self.batching.scheduler.metrics)
         self.models = Models(
             self.table,
             self.manager,
@@ -95,11 +114,13 @@ class Server:
             options.allow_version_labels_for_unavailable_models,
             loader=self.batching.loader,
         )
+        self.health = Health(self.manager, self.models)
         self.api = InferenceAPI(
             self.table,
             self.manager,
             self.models,
             check_method_names=options.enable_signature_method_name_check,
+            metrics=self.metrics,
         )
         self.tasks = Tasks(self.api, check_method_names=options.enable_signature_method_name_check)
         self._config_watcher: ConfigFileWatcher | None = None
@@ -108,6 +129,14 @@ class Server:
         self.rest_port: int | None = None
         self._grpc_server: Any = None
         self._rest: _RestThread | None = None
+
+    def _transition(
+        self, model: str, version: int, state: State, error: ServingError | None, took: float
+    ) -> None:
+        self.metrics.transition(model, version, state, error, took)
+        health = getattr(self, "health", None)  # transitions may come before it exists
+        if health is not None:
+            health.changed()
 
     # --- start -------------------------------------------------------------------------------
 
@@ -152,6 +181,9 @@ class Server:
                         options.grpc_channel_arguments
                     ),
                     socket_path=options.grpc_socket_path,
+                    access_log=options.access_log,
+                    max_request_bytes=options.max_request_bytes,
+                    health=self.health if options.enable_grpc_healthcheck_service else None,
                 ),
             )
             self._grpc_server.start()
@@ -167,6 +199,9 @@ class Server:
                     RestOptions(
                         cors=options.rest_api_enable_cors_support,
                         timeout=options.rest_api_timeout_in_ms / 1000,
+                        metrics_path=self.metrics_path,
+                        health=self.health,
+                        max_request_bytes=options.max_request_bytes,
                     ),
                 )
                 self._rest = _RestThread(
@@ -176,6 +211,7 @@ class Server:
                     _default_threads(options.rest_api_num_threads),
                     options.shutdown_grace_seconds,
                     self._frontend_failed,
+                    access_log=options.access_log,
                 )
                 self.rest_port = self._rest.start()
                 log.info("Exporting HTTP/REST API at:%s:%d ...", options.host, self.rest_port)
@@ -196,6 +232,7 @@ class Server:
         all within --shutdown_grace_seconds. Returns False if the grace ran out first."""
         grace = self.options.shutdown_grace_seconds
         deadline = time.monotonic() + grace
+        self.health.start_stopping()
         stopped = None
         if self._grpc_server is not None:
             stopped = self._grpc_server.stop(grace)
@@ -209,6 +246,22 @@ class Server:
         finished = self.manager.stop(max(0.0, deadline - time.monotonic()))
         self.batching.stop()
         return finished
+
+
+def _metrics_path(options: ServerOptions) -> str | None:
+    """The Prometheus endpoint's path, from --monitoring_config_file (None: no endpoint)."""
+    if not options.monitoring_config_file:
+        return None
+    try:
+        path = prometheus_path(options.monitoring_config_file)
+    except ConfigError as error:
+        raise StartupError(str(error)) from None
+    if path is not None and not options.rest_api_port:
+        raise StartupError(
+            f"{options.monitoring_config_file} enables the Prometheus endpoint, which is "
+            "served on the REST port: give --rest_api_port too"
+        )
+    return path
 
 
 class BatchingSetup:
@@ -278,8 +331,10 @@ class _RestThread:
         num_threads: int,
         grace: float,
         on_failure: Callable[[], None],
+        access_log: bool = False,
     ) -> None:
         self._app = app
+        self._access_log = access_log
         self._on_failure = on_failure
         self._grace = grace
         self._host = host
@@ -325,7 +380,8 @@ class _RestThread:
         config.bind = [
             f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
         ]
-        config.accesslog = None
+        # Off by default; with --access_log one line per request (Hypercorn's format).
+        config.accesslog = logging.getLogger("fastserve.access") if self._access_log else None
         config.errorlog = logging.getLogger("fastserve.rest")
         config.graceful_timeout = self._grace
         config.keep_alive_timeout = 75.0

@@ -7,6 +7,7 @@ results: (label, score) rows per example, or one value per example.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -214,7 +215,15 @@ class Tasks:
             output_names = select(signature, self._check_methods)
             inputs = {INPUTS: _examples_tensor(examples)}
             check_inputs(signature, inputs)
-            produced = servable.run(signature, inputs, output_names, context)
+            metrics = self._api.metrics
+            metrics.examples(spec.name, len(examples))
+            started = time.perf_counter()
+            try:
+                produced = servable.run(signature, inputs, output_names, context)
+            finally:
+                api = "Classify" if outputs_of == "classify" else "Regress"
+                micros = (time.perf_counter() - started) * 1e6
+                metrics.runtime(spec.name, api, servable.runtime, micros)
             served = Served(spec.name, handle.version, spec.signature_name or DEFAULT_SIGNATURE)
             return served, signature, produced, len(examples)
         finally:
@@ -274,7 +283,14 @@ class Tasks:
             inputs = {INPUTS: _examples_tensor(examples or [])}
             for signature, _, _ in plans:
                 check_inputs(signature, inputs)
-            produced = servable.run_many([(sig, outs) for sig, _, outs in plans], inputs)
+            metrics = self._api.metrics
+            metrics.examples(first.name, len(inputs[INPUTS]))
+            started = time.perf_counter()
+            try:
+                produced = servable.run_many([(sig, outs) for sig, _, outs in plans], inputs)
+            finally:
+                micros = (time.perf_counter() - started) * 1e6
+                metrics.runtime(first.name, "MultiInference", servable.runtime, micros)
             results: list[tuple[Served, Classifications | Regressions]] = []
             for (spec, _), (signature, method, _), fetched in zip(
                 tasks, plans, produced, strict=True

@@ -10,7 +10,9 @@ from fastserve.dtypes import DType
 from fastserve.errors import Code, ServingError, invalid_argument
 
 # The largest tensor a request may declare: the largest message gRPC carries.
-MAX_TENSOR_BYTES = 2**31 - 1
+# --max_request_bytes by default: what a gRPC message may carry in TF Serving. No tensor of
+# a request may decode to more bytes than that.
+DEFAULT_MAX_REQUEST_BYTES = 2**31 - 1
 
 # Which typed field of a TensorProto carries each dtype (tensorflow/core/framework/tensor.cc).
 _VALUE_FIELD: dict[DType, str] = {
@@ -68,8 +70,11 @@ def shape_of(proto: TensorProto, name: str = "") -> tuple[int, ...]:
     return dims
 
 
-def to_numpy(proto: TensorProto, name: str = "") -> np.ndarray:
+def to_numpy(
+    proto: TensorProto, name: str = "", limit: int = DEFAULT_MAX_REQUEST_BYTES
+) -> np.ndarray:
     """Decodes a TensorProto. tensor_content becomes a read-only view without a copy.
+    A tensor that would take more than `limit` bytes is refused before it is allocated.
 
     Typed value fields follow TensorFlow: no values means zeros, fewer values than elements
     repeat the last value, more values than elements are cut.
@@ -83,13 +88,13 @@ def to_numpy(proto: TensorProto, name: str = "") -> np.ndarray:
     count = 1
     for size in dims:
         count *= size
-    if count * np_dtype.itemsize > MAX_TENSOR_BYTES:
+    if count * np_dtype.itemsize > limit:
         # Refused before anything is allocated: a few bytes of shape could ask for terabytes.
         raise ServingError(
             Code.RESOURCE_EXHAUSTED,
             f"tensor parsing error: {name}: shape {list(dims)} needs "
             f"{count * np_dtype.itemsize} bytes, more than a request may carry "
-            f"({MAX_TENSOR_BYTES})",
+            f"({limit})",
         )
     if proto.tensor_content:
         content = proto.tensor_content

@@ -242,8 +242,8 @@ def test_start_up_failure_names_each_failed_model(store: ModelStore, tmp_path: P
         ("--enable_model_warmup=true", "flag --enable_model_warmup=True is not implemented yet"),
         ("--enable_profiler", "flag --enable_profiler=True is not implemented yet"),
         (
-            "--monitoring_config_file=/tmp/m",
-            "fastserve: flag --monitoring_config_file is not implemented yet",
+            "--platform_config_file=/tmp/p",
+            "fastserve: flag --platform_config_file is not implemented yet",
         ),
     ],
 )

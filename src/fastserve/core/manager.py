@@ -54,6 +54,8 @@ class _Version:
 
 
 TransitionListener = Callable[[str, int, State, ServingError | None, float], None]
+# (version folder, succeeded, seconds): called after every load attempt.
+LoadAttemptListener = Callable[[str, bool, float], None]
 
 
 def _as_serving_error(error: BaseException) -> ServingError:
@@ -70,10 +72,12 @@ class Manager:
         table: ServableTable,
         options: ManagerOptions,
         on_transition: TransitionListener | None = None,
+        on_load_attempt: LoadAttemptListener | None = None,
     ) -> None:
         self._table = table
         self._options = options
         self._on_transition = on_transition
+        self._on_load_attempt = on_load_attempt
         self._models: dict[str, dict[int, _Version]] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -252,7 +256,14 @@ class Manager:
         now = time.monotonic()
         took = now - record.since
         record.state, record.error, record.since = state, error, now
+        fields = {
+            "model": model,
+            "version": record.version,
+            "state": state.name,
+            "duration_s": round(took, 3),
+        }
         if error is not None:
+            fields["error"] = error.message
             log.error(
                 "model=%s version=%d state=%s after=%.3fs error=%s",
                 model,
@@ -260,10 +271,16 @@ class Manager:
                 state.name,
                 took,
                 error.message,
+                extra={"fields": fields},
             )
         else:
             log.info(
-                "model=%s version=%d state=%s after=%.3fs", model, record.version, state.name, took
+                "model=%s version=%d state=%s after=%.3fs",
+                model,
+                record.version,
+                state.name,
+                took,
+                extra={"fields": fields},
             )
         if self._on_transition is not None:
             self._on_transition(model, record.version, state, error, took)
@@ -307,12 +324,15 @@ class Manager:
                     Code.CANCELLED, "Load cancelled before we could try to load."
                 )
                 break
+            started = time.monotonic()
             try:
                 servable = record.loader.load(record.path, self._options.load_options)
                 error = None
+                self._attempted(record.path, True, started)
                 break
             except BaseException as failure:  # a loader may raise anything; none may kill us
                 error = _as_serving_error(failure)
+                self._attempted(record.path, False, started)
                 log.warning(
                     "model=%s version=%d load attempt %d/%d failed: %s",
                     model,
@@ -333,6 +353,10 @@ class Manager:
                 assert error is not None
                 self._report(model, record, State.END, error)
             self._manage(model)
+
+    def _attempted(self, path: str, ok: bool, started: float) -> None:
+        if self._on_load_attempt is not None:
+            self._on_load_attempt(path, ok, time.monotonic() - started)
 
     def _try_unload(self, model: str, record: _Version) -> None:
         self._table.remove(model, record.version)

@@ -60,6 +60,8 @@ class Models:
         self._poller = SourcePoller([], manager.set_aspired_versions, poll_wait_seconds)
         self._polling = poll_wait_seconds >= 0
         self._config: dict[str, ModelConfig] = {}
+        # The configured model names, for lock-free membership tests.
+        self.names: frozenset[str] = frozenset()
         self._lock = threading.Lock()
         self._started = False
 
@@ -89,6 +91,7 @@ class Models:
                     )
             removed = [name for name in self._config if name not in new]
             self._config = new
+            self.names = frozenset(new)
             self._poller.set_models([self._source(model) for model in models])
             for name in removed:
                 log.info("model %s is no longer configured; unloading it", name)

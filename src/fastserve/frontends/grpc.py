@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
+from grpc_health.v1 import health as health_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -26,12 +30,16 @@ from fastserve.api import InferenceAPI
 from fastserve.config import ConfigError, models_from_proto
 from fastserve.dtypes import DType, from_numpy
 from fastserve.errors import ServingError, internal, invalid_argument, truncate
+from fastserve.health import Health
+from fastserve.metrics import INFERENCE_APIS, status_name
 from fastserve.servables.base import RunContext
 from fastserve.tasks import Classifications, Regressions, Served, Tasks
 
 log = logging.getLogger("fastserve.grpc")
+access_log = logging.getLogger("fastserve.access")
 
-# TF Serving lifts gRPC's 4 MB message limit to the largest a protobuf can be.
+# TF Serving lifts gRPC's 4 MB message limit to the largest a protobuf can be (requests are
+# bounded by --max_request_bytes, whose default is the same).
 MAX_MESSAGE_BYTES = 2**31 - 1
 
 Request = TypeVar("Request")
@@ -42,28 +50,72 @@ def _abort(context: grpc.ServicerContext, error: ServingError) -> None:
     context.abort(getattr(grpc.StatusCode, error.code.name), truncate(error.message))
 
 
+def _model_name(request: Any) -> str:
+    if hasattr(request, "model_spec"):
+        return str(request.model_spec.name)
+    tasks = getattr(request, "tasks", ())  # MultiInference: the first task's model
+    return str(tasks[0].model_spec.name) if tasks else ""
+
+
+class _Servicer:
+    """What every servicer shares: the API, and whether to log each call."""
+
+    def __init__(self, api: InferenceAPI, access: bool) -> None:
+        self._api = api
+        self._access = access
+
+
 def _guarded(
     handler: Callable[[Any, Request, grpc.ServicerContext], Response],
 ) -> Callable[[Any, Request, grpc.ServicerContext], Response]:
-    """Turns ServingError (and anything unexpected) into a gRPC status, never a crash."""
+    """Turns ServingError (and anything unexpected) into a gRPC status, never a crash; counts
+    and times the inference APIs, and writes the access log."""
+    method = handler.__name__
+    inference = method in INFERENCE_APIS
 
-    def wrapper(self: Any, request: Request, context: grpc.ServicerContext) -> Response:
+    def wrapper(self: _Servicer, request: Request, context: grpc.ServicerContext) -> Response:
+        started = time.perf_counter()
+        failure: BaseException | None = None
         try:
             return handler(self, request, context)
         except ServingError as error:
+            failure = error
             _abort(context, error)
         except BaseException as error:  # a bug of ours: report it, keep serving
-            log.exception("%s failed", handler.__name__)
-            _abort(context, internal(f"{type(error).__name__}: {error}"))
+            log.exception("%s failed", method)
+            failure = internal(f"{type(error).__name__}: {error}")
+            _abort(context, failure)
+        finally:
+            micros = (time.perf_counter() - started) * 1e6
+            status = status_name(failure)
+            if inference:
+                self._api.metrics.request(_model_name(request), method, "GRPC", status, micros)
+            if self._access:
+                access_log.info(
+                    "grpc %s model=%s status=%s peer=%s took=%.0fus",
+                    method,
+                    _model_name(request),
+                    status,
+                    context.peer(),
+                    micros,
+                )
         raise AssertionError("unreachable: context.abort raises")
 
-    wrapper.__name__ = handler.__name__
+    wrapper.__name__ = method
     return wrapper
 
 
-class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, api: InferenceAPI, tasks: Tasks, tensor_content: bool) -> None:
-        self._api = api
+class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(
+        self,
+        api: InferenceAPI,
+        tasks: Tasks,
+        tensor_content: bool,
+        access: bool = False,
+        max_tensor_bytes: int = tensors.DEFAULT_MAX_REQUEST_BYTES,
+    ) -> None:
+        super().__init__(api, access)
+        self._max_tensor_bytes = max_tensor_bytes
         self._tasks = tasks
         self._tensor_content = tensor_content
 
@@ -77,7 +129,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         try:
             self._api.check_request(resolved, request.inputs.keys(), request.output_filter)
             inputs = {
-                alias: tensors.to_numpy(proto, alias) for alias, proto in request.inputs.items()
+                alias: tensors.to_numpy(proto, alias, self._max_tensor_bytes)
+                for alias, proto in request.inputs.items()
             }
             outputs = self._api.predict(
                 resolved, inputs, request.output_filter, _run_context(context)
@@ -191,10 +244,7 @@ def _fill_regressions(proto: Any, result: Regressions) -> None:
         proto.regressions.add().value = value
 
 
-class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, api: InferenceAPI) -> None:
-        self._api = api
-
+class ModelServicer(_Servicer, model_service_pb2_grpc.ModelServiceServicer):
     @_guarded
     def GetModelStatus(
         self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext
@@ -232,6 +282,38 @@ class GrpcOptions:
     tensor_content: bool = False
     channel_arguments: Sequence[tuple[str, Any]] = ()
     socket_path: str = ""
+    access_log: bool = False
+    max_request_bytes: int = tensors.DEFAULT_MAX_REQUEST_BYTES
+    # --enable_grpc_healthcheck_service: serve grpc.health.v1.Health from this.
+    health: Health | None = None
+
+
+# The services whose health is reported besides "" (the whole server) and each model's name.
+_SERVICES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+
+
+def _add_health_service(server: grpc.Server, health: Health) -> None:
+    """grpc.health.v1.Health: "" is SERVING when the server is ready (every configured model
+    has a version AVAILABLE, and no shutdown has begun), TF Serving's two services while it
+    is not shutting down, and a model's name while that model has a version AVAILABLE."""
+    servicer = health_grpc.HealthServicer(experimental_non_blocking=True)
+    known: set[str] = set()
+    lock = threading.Lock()
+    serving = health_pb2.HealthCheckResponse.SERVING
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+
+    def refresh() -> None:
+        with lock:
+            servicer.set("", serving if health.ready() else not_serving)
+            for service in _SERVICES:
+                servicer.set(service, not_serving if health.stopping else serving)
+            known.update(health.configured())
+            for model in known:
+                servicer.set(model, serving if health.model_ready(model) else not_serving)
+
+    refresh()
+    health.add_listener(refresh)
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
 
 
 def parse_channel_arguments(text: str) -> list[tuple[str, Any]]:
@@ -270,7 +352,7 @@ def create_server(api: InferenceAPI, tasks: Tasks, options: GrpcOptions) -> tupl
     """
     server_options: list[tuple[str, Any]] = [
         *options.channel_arguments,
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", options.max_request_bytes),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         # Without this, a second server could bind the same port and split the traffic.
         ("grpc.so_reuseport", 0),
@@ -281,9 +363,16 @@ def create_server(api: InferenceAPI, tasks: Tasks, options: GrpcOptions) -> tupl
         maximum_concurrent_rpcs=None,
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(api, tasks, options.tensor_content), server
+        PredictionServicer(
+            api, tasks, options.tensor_content, options.access_log, options.max_request_bytes
+        ),
+        server,
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(api), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelServicer(api, options.access_log), server
+    )
+    if options.health is not None:
+        _add_health_service(server, options.health)
     host = f"[{options.host}]" if ":" in options.host else options.host
     port = _bind(server, f"{host}:{options.port}")
     if options.socket_path:

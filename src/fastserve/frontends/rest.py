@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,8 +26,12 @@ from starlette.routing import Route
 from fastserve import json_tensors, protos, tf_examples
 from fastserve.api import InferenceAPI, ModelSpec
 from fastserve.errors import Code, ServingError, internal, invalid_argument
+from fastserve.health import Health
+from fastserve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from fastserve.metrics import status_name
 from fastserve.servables.base import RunContext
 from fastserve.tasks import Tasks
+from fastserve.tensors import DEFAULT_MAX_REQUEST_BYTES
 
 _V1 = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 _POST = re.compile(
@@ -61,10 +66,15 @@ def _version(text: str | None) -> int | None:
 
 @dataclass(frozen=True)
 class RestOptions:
-    """--rest_api_enable_cors_support, and --rest_api_timeout_in_ms in seconds (0: none)."""
+    """--rest_api_enable_cors_support, --rest_api_timeout_in_ms in seconds (0: none), the
+    Prometheus path (None: no endpoint), the health checks (None: no /v1/health routes) and
+    the largest request body accepted."""
 
     cors: bool = False
     timeout: float = 30.0
+    metrics_path: str | None = None
+    health: Health | None = None
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
 
 
 # TF Serving's limit on a gunzipped request body (its zlib wrapper's kMaxUncompressedBytes).
@@ -98,6 +108,40 @@ def _decoded_body(encoding: str, body: bytes) -> bytes:
             raise invalid_argument("Failed to decompress gzip request body: it is truncated")
         return plain
     raise invalid_argument(f"Unsupported Content-Encoding: {encoding}")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (before it is read, when it declares its length) when it
+    is longer than `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _TooLarge(int(declared))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge(size)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int, limit: int) -> Response:
+    message = (
+        f"Request body of {size} bytes or more is larger than the server's limit of "
+        f"{limit} bytes (--max_request_bytes)"
+    )
+    return _json(json_tensors.error_body(message), 413)
+
+
+def _health_response(unready: dict[str, str]) -> Response:
+    if unready:
+        return _json(orjson.dumps({"status": "NOT_READY", "unready": unready}), 503)
+    return _json(orjson.dumps({"status": "READY"}))
 
 
 class RestHandlers:
@@ -189,26 +233,51 @@ def create_app(api: InferenceAPI, tasks: Tasks, options: RestOptions | None = No
         response.headers.update(extra_headers)
         return response
 
-    async def run(work: Callable[..., bytes], *args: Any) -> Response:
+    async def run(work: Callable[..., bytes], *args: Any) -> tuple[Response, str]:
+        """The response, and the status name the metrics count it under."""
         # The request's deadline and cancellation reach queued work (a batch queue drops
         # a task whose client went away or whose deadline passed).
         context = RunContext.within(timeout)
         try:
             body = await asyncio.wait_for(run_in_threadpool(work, *args, context), timeout)
-            return respond(_json(body))
+            return respond(_json(body)), "OK"
         except ServingError as error:
-            return respond(_error(error))
+            return respond(_error(error)), status_name(error)
         except (TimeoutError, asyncio.TimeoutError):  # distinct classes before Python 3.11
             # Work not started is dropped; work running finishes and its result is dropped.
             context.cancel()
-            return respond(
-                _error(ServingError(Code.DEADLINE_EXCEEDED, "Timed out waiting for notification"))
-            )
+            expired = ServingError(Code.DEADLINE_EXCEEDED, "Timed out waiting for notification")
+            return respond(_error(expired)), status_name(expired)
         except asyncio.CancelledError:
             context.cancel()  # the client went away
             raise
         except BaseException as error:  # a bug of ours: answer 500, keep serving
-            return respond(_error(internal(f"{type(error).__name__}: {error}")))
+            return respond(_error(internal(f"{type(error).__name__}: {error}"))), "INTERNAL"
+
+    metrics = api.metrics
+    health = options.health
+    limit = options.max_request_bytes
+
+    def special(method: str, path: str) -> Response | None:
+        """The routes outside TF Serving's /v1/models API: metrics and health."""
+        if options.metrics_path is not None and path.startswith(options.metrics_path):
+            if path != options.metrics_path:  # TF Serving's answer to a query or suffix
+                return PlainTextResponse(
+                    f"Unexpected path: {path}. Should be {options.metrics_path}", 400
+                )
+            return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+        if health is not None and method in ("GET", "HEAD"):
+            if path == "/v1/health/live":
+                return _json(b'{"status":"LIVE"}')
+            if path == "/v1/health/ready":
+                return _health_response(health.unready())
+            if path.startswith("/v1/health/ready/"):
+                name = unquote(path[len("/v1/health/ready/") :])
+                if name not in health.configured():
+                    return _error(ServingError(Code.NOT_FOUND, f"Model {name} is not configured"))
+                ready = health.model_ready(name)
+                return _health_response({} if ready else {name: "no version is AVAILABLE"})
+        return None
 
     async def dispatch(request: Request) -> Response:
         raw = request.scope.get("raw_path") or request.scope["path"].encode("utf-8")
@@ -218,9 +287,12 @@ def create_app(api: InferenceAPI, tasks: Tasks, options: RestOptions | None = No
             # TF Serving matches its routes against the path with its query: /v1/...?x=1 is
             # a malformed request, not the route without the query.
             path += "?" + query.decode("latin-1")
+        method = request.method
+        answer = special(method, path)
+        if answer is not None:
+            return answer
         if not _V1.fullmatch(path):
             return PlainTextResponse("Not Found", status_code=404)
-        method = request.method
         try:
             if method == "OPTIONS" and options.cors:
                 return respond(Response(status_code=200))  # a CORS preflight
@@ -231,7 +303,11 @@ def create_app(api: InferenceAPI, tasks: Tasks, options: RestOptions | None = No
                     name, label = unquote(name), unquote(label) if label else None
                     parsed = _version(version)
                     encoding = request.headers.get("content-encoding", "")
-                    raw = await request.body()
+                    started = time.perf_counter()
+                    try:
+                        raw = await _read_body(request, limit)
+                    except _TooLarge as error:
+                        return respond(_too_large(error.args[0], limit))
                     handler = getattr(handlers, verb)
 
                     def work(context: RunContext) -> bytes:
@@ -239,7 +315,10 @@ def create_app(api: InferenceAPI, tasks: Tasks, options: RestOptions | None = No
                         body = _decoded_body(encoding, raw)
                         return handler(name, parsed, label, body, context)
 
-                    return await run(work)
+                    response, status = await run(work)
+                    micros = (time.perf_counter() - started) * 1e6
+                    metrics.request(name, verb.capitalize(), "REST", status, micros)
+                    return response
             elif method == "GET":
                 match = _GET.fullmatch(path)
                 if match:
@@ -249,7 +328,8 @@ def create_app(api: InferenceAPI, tasks: Tasks, options: RestOptions | None = No
                     name, label = unquote(name), unquote(label) if label else None
                     parsed = _version(version)
                     reader = handlers.metadata if metadata else handlers.status
-                    return await run(reader, name, parsed, label)
+                    response, _ = await run(reader, name, parsed, label)
+                    return response
             raise invalid_argument(f"Malformed request: {method} {path}")
         except ServingError as error:
             return respond(_error(error))

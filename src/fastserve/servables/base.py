@@ -124,6 +124,9 @@ class Servable(abc.ABC):
     exception reaches the client as INTERNAL with its message.
     """
 
+    # What computes: the `runtime` label of the runtime_latency metric.
+    runtime: str = "unknown"
+
     @property
     @abc.abstractmethod
     def signatures(self) -> Mapping[str, Signature]: ...

@@ -101,6 +101,8 @@ def signature(
 class PythonServable(Servable):
     """The signatures of one model.py module."""
 
+    runtime = "Python"
+
     def __init__(self, module: ModuleType, module_name: str) -> None:
         self._module = module
         self._module_name = module_name

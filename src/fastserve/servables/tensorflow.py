@@ -63,6 +63,8 @@ class TensorFlowServable(Servable):
     output filter fetches (and computes) only what was asked for.
     """
 
+    runtime = "TF1"  # TF Serving's label for a session-based SavedModel
+
     def __init__(self, path: str, options: LoadOptions) -> None:
         import tensorflow as tf
 

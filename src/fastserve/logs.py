@@ -1,0 +1,48 @@
+"""Logging set-up: --log_level and --log_format (text, or one JSON object per line).
+
+Records may carry fields (`extra={"fields": {...}}`); the text format already has them in
+its message, the JSON format adds them as keys, so a log pipeline can filter on
+`model`, `version`, `state` without parsing messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import orjson
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+FORMATS = ("text", "json")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode("utf-8")
+
+
+def configure(level: str, fmt: str) -> None:
+    """Sends fastserve's logs to stderr at `level`, as text or JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # TensorFlow's Python side logs every variable restore at INFO.
+    logging.getLogger("tensorflow").setLevel(max(logging.WARNING, root.level))

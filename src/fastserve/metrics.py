@@ -1,0 +1,310 @@
+"""Prometheus metrics under TF Serving's names, through prometheus-client.
+
+TF Serving names its metrics like paths (/tensorflow/serving/request_count) and its exporter
+turns every character outside [A-Za-z0-9_] into ':', so the names scraped are
+`:tensorflow:serving:request_count`. Latencies are microseconds, with TF Serving's buckets.
+Its counters carry no `_total` suffix: prometheus-client would add one, so counters are kept
+as gauge values (the same lock-free increments) and exported typed as counters.
+
+Recording is cheap but not free: a server without --monitoring_config_file records nothing
+(`Metrics(enabled=False)`).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from fastserve.core.states import State
+from fastserve.errors import ServingError
+
+if TYPE_CHECKING:
+    from fastserve.batching import BatchMetrics
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Exponential(10, 1.8, 33): 10 µs to about 20 minutes (TF Serving's request latencies).
+LATENCY_BUCKETS_MICROS = tuple(10 * 1.8**i for i in range(33))
+# Exponential(1, 2, 15): TF Serving's examples-per-request buckets.
+EXAMPLE_BUCKETS = tuple(float(2**i) for i in range(15))
+# Exponential(100, 1.2, 52): TF Serving's batch queuing latency buckets, 100 µs to ~1 s.
+QUEUING_BUCKETS_MICROS = tuple(100 * 1.2**i for i in range(52))
+# Exponential(1, 2, 14): TF Serving's batch size buckets.
+BATCH_SIZE_BUCKETS = tuple(float(2**i) for i in range(14))
+
+# The APIs whose requests TF Serving counts and times (GetModelMetadata and status are not).
+INFERENCE_APIS = frozenset({"Predict", "Classify", "Regress", "MultiInference"})
+# The states a version's state gauge reports.
+_STATES = tuple(state for state in State if state is not State.UNKNOWN)
+# The model_name label of requests naming a model that is not configured: a label per name
+# a client makes up would let clients grow the server's memory without bound.
+UNKNOWN_MODEL = "<unknown>"
+
+# TF Serving exports no `_created` series, and they double the size of a scrape.
+disable_created_metrics()
+
+
+class _CountersAsTFServing(Collector):
+    """Gauges holding counts, exported as counters named without `_total`."""
+
+    def __init__(self, gauges: Iterable[Gauge]) -> None:
+        self._gauges = tuple(gauges)
+
+    def collect(self) -> Iterator[Metric]:
+        for gauge in self._gauges:
+            for family in gauge.collect():
+                family.type = "counter"
+                yield family
+
+    def names(self) -> list[str]:
+        return [family.name for gauge in self._gauges for family in gauge.collect()]
+
+
+class _BatchingCollector(Collector):
+    """TF Serving's batching_session metrics, from a batch scheduler's recorder: what it
+    recorded since the last scrape is added to the histograms at each scrape."""
+
+    def __init__(self, recorder: BatchMetrics) -> None:
+        self._recorder = recorder
+        self._lock = threading.Lock()
+        self._runs = 0
+        prefix = ":tensorflow:serving:batching_session:"
+        self._queuing = Histogram(
+            f"{prefix}queuing_latency",
+            "Distribution of wall time spent (in microseconds) in queuing",
+            ["thread_pool_name"],
+            buckets=QUEUING_BUCKETS_MICROS,
+            registry=None,
+        )
+        self._input = Histogram(
+            f"{prefix}input_batch_size",
+            "Tracks the batch size distribution on the inputs.",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=None,
+        )
+        self._processed = Histogram(
+            f"{prefix}processed_batch_size",
+            "Tracks the batch size distribution on processing.",
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=None,
+        )
+        self._padding = Histogram(
+            f"{prefix}padding_size",
+            "Tracks the padding size distribution on batches.",
+            ["execution_batch_size"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=None,
+        )
+        self._run_count = Gauge(
+            f"{prefix}wrapped_run_count",
+            "Total count of run calls on the wrapped session",
+            registry=None,
+        )
+        self.counters = _CountersAsTFServing([self._run_count])
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            drained = self._recorder.drain()
+            # The model server's batching sessions have an empty thread pool name label.
+            queuing = self._queuing.labels("")
+            for micros in drained.queuing_latency_micros:
+                queuing.observe(micros)
+            for rows in drained.input_batch_size:
+                self._input.observe(rows)
+            for padded in drained.processed_batch_size:
+                self._processed.observe(padded)
+            for padding, padded in drained.padding_size:
+                self._padding.labels(str(padded)).observe(padding)
+            self._run_count.set(drained.wrapped_run_count)
+        for histogram in (self._queuing, self._input, self._processed, self._padding):
+            yield from histogram.collect()
+        yield from self.counters.collect()
+
+
+class Metrics:
+    """Everything fastserve measures. Thread-safe; every method is a no-op when disabled
+    (the version states are kept either way)."""
+
+    def __init__(
+        self, enabled: bool = False, known_model: Callable[[str], bool] = lambda name: True
+    ) -> None:
+        self.enabled = enabled
+        self._known_model = known_model
+        self.registry = CollectorRegistry(auto_describe=False)
+        registry = self.registry
+        self._request_count = Gauge(
+            ":tensorflow:serving:request_count",
+            "The total number of requests.",
+            ["model_name", "status"],
+            registry=None,
+        )
+        self._request_latency = Histogram(
+            ":tensorflow:serving:request_latency",
+            "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
+            ["model_name", "API", "entrypoint"],
+            buckets=LATENCY_BUCKETS_MICROS,
+            registry=registry,
+        )
+        self._runtime_latency = Histogram(
+            ":tensorflow:serving:runtime_latency",
+            "Distribution of wall time (in microseconds) for Tensorflow runtime.",
+            ["model_name", "API", "runtime"],
+            buckets=LATENCY_BUCKETS_MICROS,
+            registry=registry,
+        )
+        self._example_counts = Histogram(
+            ":tensorflow:serving:request_example_counts",
+            "The number of tensorflow.Examples per request.",
+            ["model"],
+            buckets=EXAMPLE_BUCKETS,
+            registry=registry,
+        )
+        self._example_count_total = Gauge(
+            ":tensorflow:serving:request_example_count_total",
+            "The total number of tensorflow.Examples.",
+            ["model"],
+            registry=None,
+        )
+        self._load_attempts = Gauge(
+            ":tensorflow:cc:saved_model:load_attempt_count",
+            "The number of attempts to load a model version, by outcome.",
+            ["model_path", "status"],
+            registry=None,
+        )
+        self._load_latency = Gauge(
+            ":tensorflow:cc:saved_model:load_latency",
+            "Latency in microseconds for SavedModels that were successfully loaded.",
+            ["model_path"],
+            registry=None,
+        )
+        self._warmup_latency = Histogram(
+            ":tensorflow:serving:model_warmup_latency",
+            "Distribution of wall time (in microseconds) for warming up the model.",
+            ["model_path", "status"],
+            buckets=LATENCY_BUCKETS_MICROS,
+            registry=registry,
+        )
+        self._version_state = Gauge(
+            "fastserve_model_version_state",
+            "1 for the state each model version is in (START, LOADING, AVAILABLE, "
+            "UNLOADING, END), 0 for the others.",
+            ["model_name", "version", "state"],
+            registry=registry,
+        )
+        self._counters = _CountersAsTFServing(
+            [
+                self._request_count,
+                self._example_count_total,
+                self._load_attempts,
+                self._load_latency,
+            ]
+        )
+        registry.register(self._counters)
+        self._counter_names = set(self._counters.names())
+
+    # --- recording -----------------------------------------------------------------------------
+
+    def request(self, model: str, api: str, entrypoint: str, status: str, micros: float) -> None:
+        """One request of an inference API ended with `status` (a gRPC code name)."""
+        if not self.enabled:
+            return
+        if not self._known_model(model):
+            model = UNKNOWN_MODEL
+        self._request_count.labels(model, status).inc()
+        self._request_latency.labels(model, api, entrypoint).observe(micros)
+
+    def runtime(self, model: str, api: str, runtime: str, micros: float) -> None:
+        """A servable computed for `micros` (with batching: queuing included)."""
+        if self.enabled:
+            self._runtime_latency.labels(model, api, runtime).observe(micros)
+
+    def examples(self, model: str, count: int) -> None:
+        """A Classify, Regress or MultiInference request carried `count` tf.Examples."""
+        if self.enabled:
+            self._example_counts.labels(model).observe(count)
+            self._example_count_total.labels(model).inc(count)
+
+    def load_attempt(self, path: str, ok: bool, micros: float) -> None:
+        if not self.enabled:
+            return
+        self._load_attempts.labels(path, "success" if ok else "fail").inc()
+        if ok:
+            self._load_latency.labels(path).inc(micros)
+
+    def warmup(self, path: str, seconds: float, ok: bool) -> None:
+        if self.enabled:
+            self._warmup_latency.labels(path, "OK" if ok else "ERROR").observe(seconds * 1e6)
+
+    def transition(
+        self, model: str, version: int, state: State, error: ServingError | None, took: float
+    ) -> None:
+        """A manager transition listener: keeps each version's state gauge."""
+        if not self.enabled:
+            return
+        for each in _STATES:
+            self._version_state.labels(model, str(version), each.name).set(
+                1 if each is state else 0
+            )
+
+    def add_batching(self, recorder: BatchMetrics) -> None:
+        self.registry.register(_BatchingCollector(recorder))
+        self._counter_names.add(":tensorflow:serving:batching_session:wrapped_run_count")
+
+    # --- exporting -----------------------------------------------------------------------------
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format, counters named as TF Serving names them."""
+        text = generate_latest(self.registry).decode("utf-8")
+        for name in self._counter_names:
+            # prometheus-client names a counter family `<name>_total` in HELP and TYPE.
+            text = text.replace(f"# HELP {name}_total ", f"# HELP {name} ", 1)
+            text = text.replace(f"# TYPE {name}_total counter", f"# TYPE {name} counter", 1)
+        return text.encode("utf-8")
+
+
+def status_name(error: BaseException | None) -> str:
+    """The status label of a request: "OK", or the gRPC code name of its error."""
+    if error is None:
+        return "OK"
+    if isinstance(error, ServingError):
+        return error.code.name
+    return "INTERNAL"
+
+
+DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
+
+
+def prometheus_path(config_file: str) -> str | None:
+    """The REST path of the Prometheus endpoint a MonitoringConfig text proto asks for
+    (`prometheus_config { enable: true path: "..." }`), or None when it is not enabled.
+    Raises ConfigError naming the file for a file that cannot be read or a path that cannot
+    be served."""
+    from fastserve.config import ConfigError
+    from fastserve.config_protos import read_text_file
+
+    config = read_text_file(config_file, "MonitoringConfig", "monitoring config")
+    prometheus = config.prometheus_config
+    if not prometheus.enable:
+        return None
+    path = prometheus.path or DEFAULT_PROMETHEUS_PATH
+    if not path.startswith("/") or any(c.isspace() or c in "?#%" for c in path):
+        raise ConfigError(
+            f"{config_file}: prometheus_config.path {path!r} is not a URL path "
+            "(it must start with '/' and have no spaces, '?', '#' or '%')"
+        )
+    if path.lower() == "/v1" or path.lower().startswith("/v1/"):
+        raise ConfigError(
+            f"{config_file}: prometheus_config.path {path!r} is under /v1/, which is the REST API's"
+        )
+    return path
