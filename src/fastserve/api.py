@@ -150,6 +150,8 @@ class InferenceAPI:
         self.check_request(resolved, inputs.keys(), output_filter)
         check_inputs(signature, inputs)
         output_names = select_outputs(signature, output_filter)
+        if context is not None:
+            context.check()
         servable = resolved.servable
         started = time.perf_counter()
         try:

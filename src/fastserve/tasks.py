@@ -215,6 +215,8 @@ class Tasks:
             output_names = select(signature, self._check_methods)
             inputs = {INPUTS: _examples_tensor(examples)}
             check_inputs(signature, inputs)
+            if context is not None:
+                context.check()
             metrics = self._api.metrics
             metrics.examples(spec.name, len(examples))
             started = time.perf_counter()

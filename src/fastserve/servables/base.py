@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fastserve.dtypes import DType
+from fastserve.errors import Code, ServingError
 
 # SignatureDef method names (tensorflow/cc/saved_model/signature_constants.h).
 PREDICT_METHOD = "tensorflow/serving/predict"
@@ -91,6 +92,16 @@ class RunContext:
     @property
     def cancelled(self) -> bool:
         return self._cancelled
+
+    def check(self) -> None:
+        """Raises when the caller no longer wants the result (its deadline passed, or it went
+        away): work about to start is then never started."""
+        if self._cancelled:
+            raise ServingError(Code.CANCELLED, "The request was cancelled before it ran")
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise ServingError(
+                Code.DEADLINE_EXCEEDED, "The request's deadline passed before it ran"
+            )
 
     def cancel(self) -> None:
         with self._lock:
