@@ -125,6 +125,12 @@ FLAGS: tuple[Flag, ...] = (
         "Threads running TF ops concurrently (0: auto, which runs on the request's thread).",
     ),
     Flag(
+        "ssl_config_file",
+        str,
+        "",
+        "TF Serving SSLConfig text proto: gRPC and REST serve TLS (mTLS with client_verify).",
+    ),
+    Flag(
         "flush_filesystem_caches",
         _boolean,
         True,
@@ -154,7 +160,6 @@ DEFAULT_ONLY: dict[str, tuple[Callable[[str], Any], Any]] = {
 # TF Serving's flags that fastserve does not implement yet: any use is an error.
 NOT_IMPLEMENTED = (
     "tensorflow_session_config_file",
-    "ssl_config_file",
     "platform_config_file",
     "num_request_iterations_for_warmup",
     "monitoring_config_file",

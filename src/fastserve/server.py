@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from fastserve.errors import ServingError
 from fastserve.reload import ConfigFileWatcher
 from fastserve.servables.base import Loader, LoadOptions
 from fastserve.tasks import Tasks
+from fastserve.tls import SSLConfig, read_ssl_config, server_context
 
 log = logging.getLogger("fastserve.server")
 
@@ -60,6 +62,7 @@ class ServerOptions:
     rest_api_timeout_in_ms: int = 30_000
     grpc_channel_arguments: str = ""
     model_config_file_poll_wait_seconds: float = 0
+    ssl_config_file: str = ""
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
 
 
@@ -72,6 +75,13 @@ class Server:
 
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
+        self.ssl_config: SSLConfig | None = None
+        if options.ssl_config_file:
+            # Checked before any model loads: a bad key should not wait for a big model.
+            try:
+                self.ssl_config = read_ssl_config(options.ssl_config_file)
+            except ConfigError as error:
+                raise StartupError(str(error)) from None
         self.table = ServableTable()
         self.manager = Manager(
             self.table,
@@ -152,12 +162,19 @@ class Server:
                         options.grpc_channel_arguments
                     ),
                     socket_path=options.grpc_socket_path,
+                    ssl_config=self.ssl_config,
                 ),
             )
             self._grpc_server.start()
             log.info("Running gRPC ModelServer at %s:%d ...", options.host, self.grpc_port)
             if options.grpc_socket_path:
                 log.info("Running gRPC ModelServer at UNIX socket %s ...", options.grpc_socket_path)
+            if self.ssl_config is not None:
+                log.info(
+                    "TLS with the key and certificate of %s (%s)",
+                    options.ssl_config_file,
+                    _client_certificates(self.ssl_config),
+                )
             if options.rest_api_port:
                 if options.rest_api_port == options.port:
                     raise OSError("--rest_api_port cannot be the same as --port")
@@ -176,6 +193,7 @@ class Server:
                     _default_threads(options.rest_api_num_threads),
                     options.shutdown_grace_seconds,
                     self._frontend_failed,
+                    server_context(self.ssl_config) if self.ssl_config else None,
                 )
                 self.rest_port = self._rest.start()
                 log.info("Exporting HTTP/REST API at:%s:%d ...", options.host, self.rest_port)
@@ -209,6 +227,14 @@ class Server:
         finished = self.manager.stop(max(0.0, deadline - time.monotonic()))
         self.batching.stop()
         return finished
+
+
+def _client_certificates(config: SSLConfig) -> str:
+    if config.client_verify:
+        return "client certificates signed by custom_ca are required"
+    if config.custom_ca:
+        return "gRPC asks for no client certificate; REST verifies one if sent"
+    return "no client certificates"
 
 
 class BatchingSetup:
@@ -278,8 +304,10 @@ class _RestThread:
         num_threads: int,
         grace: float,
         on_failure: Callable[[], None],
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._app = app
+        self._ssl_context = ssl_context
         self._on_failure = on_failure
         self._grace = grace
         self._host = host
@@ -316,12 +344,11 @@ class _RestThread:
     async def _serve(self) -> None:
         import anyio.to_thread
         from hypercorn.asyncio.run import worker_serve
-        from hypercorn.config import Config
         from hypercorn.utils import wrap_app
 
         anyio.to_thread.current_default_thread_limiter().total_tokens = self._num_threads
         self._stopping = asyncio.Event()
-        config = Config()
+        config = _hypercorn_config(self._ssl_context)
         config.bind = [
             f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
         ]
@@ -331,7 +358,9 @@ class _RestThread:
         config.keep_alive_timeout = 75.0
         # Bind before serving, so that a port in use fails start() at once, with the reason.
         sockets = config.create_sockets()
-        self._port_bound = sockets.insecure_sockets[0].getsockname()[1]
+        # With TLS, Hypercorn puts the bind addresses' sockets among the secure ones.
+        bound = sockets.secure_sockets or sockets.insecure_sockets
+        self._port_bound = bound[0].getsockname()[1]
         self._bound.set()
         app = wrap_app(self._app, config.wsgi_max_body_size, "asgi")
         await worker_serve(app, config, sockets=sockets, shutdown_trigger=self._stopping.wait)
@@ -342,3 +371,24 @@ class _RestThread:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._stopping.set)
         self._thread.join(grace + 5.0)
+
+
+def _hypercorn_config(ssl_context: ssl.SSLContext | None) -> Any:
+    """Hypercorn's Config, serving HTTPS with `ssl_context` when one is given. Hypercorn would
+    build its context from key and certificate files; ours comes from the SSLConfig's PEM
+    contents, so it is handed over as it is, with Hypercorn's ciphers and ALPN (h2, http/1.1)."""
+    from hypercorn.config import Config
+
+    class _Config(Config):
+        @property
+        def ssl_enabled(self) -> bool:
+            return ssl_context is not None
+
+        def create_ssl_context(self) -> ssl.SSLContext | None:
+            return ssl_context
+
+    config = _Config()
+    if ssl_context is not None:
+        ssl_context.set_ciphers(config.ciphers)
+        ssl_context.set_alpn_protocols(config.alpn_protocols)
+    return config
