@@ -148,6 +148,12 @@ FLAGS: tuple[Flag, ...] = (
     Flag("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR."),
     Flag("log_format", str, "text", "text, or json: one JSON object per line."),
     Flag(
+        "ssl_config_file",
+        str,
+        "",
+        "TF Serving SSLConfig text proto: gRPC and REST serve TLS (mTLS with client_verify).",
+    ),
+    Flag(
         "flush_filesystem_caches",
         _boolean,
         True,
@@ -176,7 +182,6 @@ DEFAULT_ONLY: dict[str, tuple[Callable[[str], Any], Any]] = {
 # TF Serving's flags that fastserve does not implement yet: any use is an error.
 NOT_IMPLEMENTED = (
     "tensorflow_session_config_file",
-    "ssl_config_file",
     "platform_config_file",
     "num_request_iterations_for_warmup",
     "num_tflite_pools",

@@ -71,6 +71,13 @@ _MESSAGES: dict[str, list[tuple[str, int, int, int, str]]] = {
             f".{_PACKAGE}.PrometheusConfig",
         ),
     ],
+    # tensorflow_serving/config/ssl_config.proto
+    "SSLConfig": [
+        ("server_key", 1, _F.TYPE_STRING, _F.LABEL_OPTIONAL, ""),
+        ("server_cert", 2, _F.TYPE_STRING, _F.LABEL_OPTIONAL, ""),
+        ("custom_ca", 3, _F.TYPE_STRING, _F.LABEL_OPTIONAL, ""),
+        ("client_verify", 4, _F.TYPE_BOOL, _F.LABEL_OPTIONAL, ""),
+    ],
 }
 
 
@@ -98,7 +105,7 @@ def _pool() -> descriptor_pool.DescriptorPool:
 
 
 def message(name: str) -> Any:
-    """A new, empty message of one of these types (for example "BatchingParameters")."""
+    """A new, empty message of one of these types ("BatchingParameters", "SSLConfig")."""
     descriptor = _pool().FindMessageTypeByName(f"{_PACKAGE}.{name}")
     return message_factory.GetMessageClass(descriptor)()
 

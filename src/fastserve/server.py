@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from fastserve.reload import ConfigFileWatcher
 from fastserve.servables.base import Loader, LoadOptions
 from fastserve.tasks import Tasks
 from fastserve.tensors import DEFAULT_MAX_REQUEST_BYTES
+from fastserve.tls import SSLConfig, read_ssl_config, server_context
 
 log = logging.getLogger("fastserve.server")
 
@@ -68,6 +70,7 @@ class ServerOptions:
     enable_grpc_healthcheck_service: bool = False
     access_log: bool = False
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    ssl_config_file: str = ""
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
 
 
@@ -85,6 +88,13 @@ class Server:
             enabled=self.metrics_path is not None,
             known_model=lambda name: name in self.models.names,
         )
+        self.ssl_config: SSLConfig | None = None
+        if options.ssl_config_file:
+            # Checked before any model loads: a bad key should not wait for a big model.
+            try:
+                self.ssl_config = read_ssl_config(options.ssl_config_file)
+            except ConfigError as error:
+                raise StartupError(str(error)) from None
         self.table = ServableTable()
         self.manager = Manager(
             self.table,
@@ -184,12 +194,19 @@ class Server:
                     access_log=options.access_log,
                     max_request_bytes=options.max_request_bytes,
                     health=self.health if options.enable_grpc_healthcheck_service else None,
+                    ssl_config=self.ssl_config,
                 ),
             )
             self._grpc_server.start()
             log.info("Running gRPC ModelServer at %s:%d ...", options.host, self.grpc_port)
             if options.grpc_socket_path:
                 log.info("Running gRPC ModelServer at UNIX socket %s ...", options.grpc_socket_path)
+            if self.ssl_config is not None:
+                log.info(
+                    "TLS with the key and certificate of %s (%s)",
+                    options.ssl_config_file,
+                    _client_certificates(self.ssl_config),
+                )
             if options.rest_api_port:
                 if options.rest_api_port == options.port:
                     raise OSError("--rest_api_port cannot be the same as --port")
@@ -211,6 +228,7 @@ class Server:
                     _default_threads(options.rest_api_num_threads),
                     options.shutdown_grace_seconds,
                     self._frontend_failed,
+                    server_context(self.ssl_config) if self.ssl_config else None,
                     access_log=options.access_log,
                 )
                 self.rest_port = self._rest.start()
@@ -262,6 +280,14 @@ def _metrics_path(options: ServerOptions) -> str | None:
             "served on the REST port: give --rest_api_port too"
         )
     return path
+
+
+def _client_certificates(config: SSLConfig) -> str:
+    if config.client_verify:
+        return "client certificates signed by custom_ca are required"
+    if config.custom_ca:
+        return "gRPC asks for no client certificate; REST verifies one if sent"
+    return "no client certificates"
 
 
 class BatchingSetup:
@@ -331,10 +357,12 @@ class _RestThread:
         num_threads: int,
         grace: float,
         on_failure: Callable[[], None],
+        ssl_context: ssl.SSLContext | None = None,
         access_log: bool = False,
     ) -> None:
         self._app = app
         self._access_log = access_log
+        self._ssl_context = ssl_context
         self._on_failure = on_failure
         self._grace = grace
         self._host = host
@@ -371,12 +399,11 @@ class _RestThread:
     async def _serve(self) -> None:
         import anyio.to_thread
         from hypercorn.asyncio.run import worker_serve
-        from hypercorn.config import Config
         from hypercorn.utils import wrap_app
 
         anyio.to_thread.current_default_thread_limiter().total_tokens = self._num_threads
         self._stopping = asyncio.Event()
-        config = Config()
+        config = _hypercorn_config(self._ssl_context)
         config.bind = [
             f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
         ]
@@ -387,7 +414,9 @@ class _RestThread:
         config.keep_alive_timeout = 75.0
         # Bind before serving, so that a port in use fails start() at once, with the reason.
         sockets = config.create_sockets()
-        self._port_bound = sockets.insecure_sockets[0].getsockname()[1]
+        # With TLS, Hypercorn puts the bind addresses' sockets among the secure ones.
+        bound = sockets.secure_sockets or sockets.insecure_sockets
+        self._port_bound = bound[0].getsockname()[1]
         self._bound.set()
         app = wrap_app(self._app, config.wsgi_max_body_size, "asgi")
         await worker_serve(app, config, sockets=sockets, shutdown_trigger=self._stopping.wait)
@@ -398,3 +427,24 @@ class _RestThread:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._stopping.set)
         self._thread.join(grace + 5.0)
+
+
+def _hypercorn_config(ssl_context: ssl.SSLContext | None) -> Any:
+    """Hypercorn's Config, serving HTTPS with `ssl_context` when one is given. Hypercorn would
+    build its context from key and certificate files; ours comes from the SSLConfig's PEM
+    contents, so it is handed over as it is, with Hypercorn's ciphers and ALPN (h2, http/1.1)."""
+    from hypercorn.config import Config
+
+    class _Config(Config):
+        @property
+        def ssl_enabled(self) -> bool:
+            return ssl_context is not None
+
+        def create_ssl_context(self) -> ssl.SSLContext | None:
+            return ssl_context
+
+    config = _Config()
+    if ssl_context is not None:
+        ssl_context.set_ciphers(config.ciphers)
+        ssl_context.set_alpn_protocols(config.alpn_protocols)
+    return config

@@ -236,8 +236,8 @@ def test_start_up_failure_names_each_failed_model(store: ModelStore, tmp_path: P
     ("flag", "message"),
     [
         (
-            "--ssl_config_file=/tmp/ssl.config",
-            "fastserve: flag --ssl_config_file is not implemented yet",
+            "--platform_config_file=/tmp/platform.config",
+            "fastserve: flag --platform_config_file is not implemented yet",
         ),
         ("--enable_model_warmup=true", "flag --enable_model_warmup=True is not implemented yet"),
         ("--enable_profiler", "flag --enable_profiler=True is not implemented yet"),

@@ -172,7 +172,9 @@ def test_monitoring_config_errors_name_the_file(
         assert str(config) in server.output
         assert message in server.output
     missing = start_server(
-        f"--model_base_path={base}", f"--monitoring_config_file={tmp_path / 'none.txt'}", ready=False
+        f"--model_base_path={base}",
+        f"--monitoring_config_file={tmp_path / 'none.txt'}",
+        ready=False,
     )
     assert missing.wait(120) == 1
     assert f"{tmp_path / 'none.txt'}: cannot read the monitoring config" in missing.output
@@ -190,4 +192,3 @@ def test_monitoring_config_errors_name_the_file(
 def test_no_metrics_endpoint_without_a_monitoring_config(server: ServerProcess) -> None:
     answer = server.http.get(PATH)
     assert answer.status_code == 404
-

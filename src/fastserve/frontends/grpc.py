@@ -34,6 +34,7 @@ from fastserve.health import Health
 from fastserve.metrics import INFERENCE_APIS, status_name
 from fastserve.servables.base import RunContext
 from fastserve.tasks import Classifications, Regressions, Served, Tasks
+from fastserve.tls import SSLConfig
 
 log = logging.getLogger("fastserve.grpc")
 access_log = logging.getLogger("fastserve.access")
@@ -286,6 +287,8 @@ class GrpcOptions:
     max_request_bytes: int = tensors.DEFAULT_MAX_REQUEST_BYTES
     # --enable_grpc_healthcheck_service: serve grpc.health.v1.Health from this.
     health: Health | None = None
+    # Both the TCP port and the UNIX socket serve TLS with it, as in TF Serving.
+    ssl_config: SSLConfig | None = None
 
 
 # The services whose health is reported besides "" (the whole server) and each model's name.
@@ -334,9 +337,22 @@ def parse_channel_arguments(text: str) -> list[tuple[str, Any]]:
     return arguments
 
 
-def _bind(server: grpc.Server, address: str) -> int:
+def server_credentials(config: SSLConfig) -> grpc.ServerCredentials:
+    """TF Serving's: with client_verify a client must present a certificate signed by
+    custom_ca; without it, no client certificate is asked for."""
+    return grpc.ssl_server_credentials(
+        [(config.server_key.encode(), config.server_cert.encode())],
+        root_certificates=config.custom_ca.encode() or None,
+        require_client_auth=config.client_verify,
+    )
+
+
+def _bind(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
     try:
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
     except RuntimeError as error:
         raise OSError(f"cannot listen for gRPC on {address}: {error}") from None
     if port == 0:
@@ -374,7 +390,8 @@ def create_server(api: InferenceAPI, tasks: Tasks, options: GrpcOptions) -> tupl
     if options.health is not None:
         _add_health_service(server, options.health)
     host = f"[{options.host}]" if ":" in options.host else options.host
-    port = _bind(server, f"{host}:{options.port}")
+    credentials = server_credentials(options.ssl_config) if options.ssl_config else None
+    port = _bind(server, f"{host}:{options.port}", credentials)
     if options.socket_path:
-        _bind(server, f"unix:{options.socket_path}")
+        _bind(server, f"unix:{options.socket_path}", credentials)
     return server, port
