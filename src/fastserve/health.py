@@ -5,7 +5,9 @@
 - a model is ready when it has a version AVAILABLE.
 
 Listeners hear about every change that may move an answer (a version transition, the start
-of shutdown), so a gRPC health service can push it to watchers.
+of shutdown), so a gRPC health service can push it to watchers. They are called on a thread
+of their own: a transition is reported under the manager's lock, and a listener asks the
+manager again.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ class Health:
         self._stopping = False
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
+        self._dirty = threading.Condition(self._lock)
+        self._pending = False
+        self._notifier: threading.Thread | None = None
 
     @property
     def stopping(self) -> bool:
@@ -55,13 +60,28 @@ class Health:
     def add_listener(self, listener: Listener) -> None:
         with self._lock:
             self._listeners.append(listener)
+            if self._notifier is None:
+                self._notifier = threading.Thread(
+                    target=self._notify, name="fastserve-health", daemon=True
+                )
+                self._notifier.start()
 
     def changed(self, *_: object) -> None:
-        """Something that readiness depends on changed (usable as a transition listener)."""
+        """Something that readiness depends on changed (usable as a transition listener).
+        Returns at once; the listeners run soon after, once for any number of changes."""
         with self._lock:
-            listeners = list(self._listeners)
-        for listener in listeners:
-            listener()
+            self._pending = True
+            self._dirty.notify()
+
+    def _notify(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending:
+                    self._dirty.wait()
+                self._pending = False
+                listeners = list(self._listeners)
+            for listener in listeners:
+                listener()
 
     def start_stopping(self) -> None:
         """Shutdown began: from now on nothing is ready (load balancers stop sending)."""

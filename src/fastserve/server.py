@@ -123,6 +123,7 @@ class Server:
             options.file_system_poll_wait_seconds,
             options.allow_version_labels_for_unavailable_models,
             loader=self.batching.loader,
+            on_change=self._readiness_changed,
         )
         self.health = Health(self.manager, self.models)
         self.api = InferenceAPI(
@@ -144,7 +145,10 @@ class Server:
         self, model: str, version: int, state: State, error: ServingError | None, took: float
     ) -> None:
         self.metrics.transition(model, version, state, error, took)
-        health = getattr(self, "health", None)  # transitions may come before it exists
+        self._readiness_changed()
+
+    def _readiness_changed(self) -> None:
+        health = getattr(self, "health", None)  # changes may come before it exists
         if health is not None:
             health.changed()
 

@@ -52,8 +52,10 @@ class Models:
         poll_wait_seconds: float,
         allow_version_labels_for_unavailable_models: bool = False,
         loader: Callable[[ModelConfig], Loader] = default_loader,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self._table = table
+        self._on_change = on_change
         self._loader = loader
         self._manager = manager
         self._allow_unavailable_labels = allow_version_labels_for_unavailable_models
@@ -92,6 +94,8 @@ class Models:
             removed = [name for name in self._config if name not in new]
             self._config = new
             self.names = frozenset(new)
+            if self._on_change is not None:
+                self._on_change()
             self._poller.set_models([self._source(model) for model in models])
             for name in removed:
                 log.info("model %s is no longer configured; unloading it", name)
