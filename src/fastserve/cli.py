@@ -125,6 +125,18 @@ FLAGS: tuple[Flag, ...] = (
         "Threads running TF ops concurrently (0: auto, which runs on the request's thread).",
     ),
     Flag(
+        "enable_model_warmup",
+        _boolean,
+        True,
+        "Replay assets.extra/tf_serving_warmup_requests of each version before it serves.",
+    ),
+    Flag(
+        "num_request_iterations_for_warmup",
+        int,
+        0,
+        "Times each warmup request is replayed; used only if > 0 (else once).",
+    ),
+    Flag(
         "flush_filesystem_caches",
         _boolean,
         True,
@@ -140,7 +152,6 @@ FLAGS: tuple[Flag, ...] = (
 
 # TF Serving's flags that fastserve supports only at their default value so far.
 DEFAULT_ONLY: dict[str, tuple[Callable[[str], Any], Any]] = {
-    "enable_model_warmup": (_boolean, False),
     "enable_profiler": (_boolean, False),
     "enable_grpc_healthcheck_service": (_boolean, False),
     "use_alts_credentials": (_boolean, False),
@@ -156,7 +167,6 @@ NOT_IMPLEMENTED = (
     "tensorflow_session_config_file",
     "ssl_config_file",
     "platform_config_file",
-    "num_request_iterations_for_warmup",
     "monitoring_config_file",
     "num_tflite_pools",
     "num_tflite_interpreters_per_pool",

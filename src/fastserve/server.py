@@ -24,6 +24,7 @@ from fastserve.errors import ServingError
 from fastserve.reload import ConfigFileWatcher
 from fastserve.servables.base import Loader, LoadOptions
 from fastserve.tasks import Tasks
+from fastserve.warmup import WarmupLoader, WarmupObserver
 
 log = logging.getLogger("fastserve.server")
 
@@ -60,6 +61,8 @@ class ServerOptions:
     rest_api_timeout_in_ms: int = 30_000
     grpc_channel_arguments: str = ""
     model_config_file_poll_wait_seconds: float = 0
+    enable_model_warmup: bool = True
+    num_request_iterations_for_warmup: int = 0
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
 
 
@@ -68,10 +71,14 @@ def _default_threads(value: int) -> int:
 
 
 class Server:
-    """One model server: the table, the manager, the source poller and the frontends."""
+    """One model server: the table, the manager, the source poller and the frontends.
 
-    def __init__(self, options: ServerOptions) -> None:
+    `on_warmup` is told of each warmup replayed (version folder, wall seconds, succeeded).
+    """
+
+    def __init__(self, options: ServerOptions, *, on_warmup: WarmupObserver | None = None) -> None:
         self.options = options
+        self._on_warmup = on_warmup
         self.table = ServableTable()
         self.manager = Manager(
             self.table,
@@ -93,7 +100,7 @@ class Server:
             self.manager,
             options.file_system_poll_wait_seconds,
             options.allow_version_labels_for_unavailable_models,
-            loader=self.batching.loader,
+            loader=self._loader,
         )
         self.api = InferenceAPI(
             self.table,
@@ -108,6 +115,19 @@ class Server:
         self.rest_port: int | None = None
         self._grpc_server: Any = None
         self._rest: _RestThread | None = None
+
+    def _loader(self, model: ModelConfig) -> Loader:
+        """A model's loader: its kind's, batched if configured, then warmed up (outside the
+        batching, so that warmup requests go through the batch queues)."""
+        loader = self.batching.loader(model)
+        if not self.options.enable_model_warmup:
+            return loader
+        return WarmupLoader(
+            loader,
+            self.options.num_request_iterations_for_warmup,
+            self._on_warmup,
+            check_method_names=self.options.enable_signature_method_name_check,
+        )
 
     # --- start -------------------------------------------------------------------------------
 
