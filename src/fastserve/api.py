@@ -6,7 +6,6 @@ with TF Serving's codes and messages, so gRPC and REST give the same answers.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -109,15 +108,7 @@ class InferenceAPI:
         """
         handle = self.acquire(spec)
         try:
-            name = spec.signature_name or DEFAULT_SIGNATURE
-            signature = handle.servable.signatures.get(name)
-            if signature is None:
-                if rest:
-                    raise invalid_argument(
-                        f'Serving signature name: "{name}" not found in signature def'
-                    )
-                raise failed_precondition(f'Serving signature key "{name}" not found.')
-            return Resolved(handle, signature)
+            return Resolved(handle, find_signature(handle.servable, spec.signature_name, rest=rest))
         except BaseException:
             handle.release()
             raise
@@ -129,14 +120,9 @@ class InferenceAPI:
     ) -> None:
         """The checks that need no tensor: the method name, the input aliases and the output
         filter. A frontend runs them before it decodes any tensor, as TF Serving does."""
-        signature = resolved.signature
-        if self._check_method_names and signature.method_name not in _PREDICT_METHODS:
-            raise internal(
-                "Expected prediction signature method_name to be one of {"
-                f"{', '.join(_PREDICT_METHODS)}}}. Was: {signature.method_name}"
-            )
-        check_input_names(signature, input_names)
-        select_outputs(signature, output_filter)
+        check_predict_request(
+            resolved.signature, input_names, output_filter, self._check_method_names
+        )
 
     def predict(
         self,
@@ -146,27 +132,16 @@ class InferenceAPI:
         context: RunContext | None = None,
     ) -> dict[str, np.ndarray]:
         """Runs the resolved signature; returns the filtered outputs (all when no filter)."""
-        signature = resolved.signature
-        self.check_request(resolved, inputs.keys(), output_filter)
-        check_inputs(signature, inputs)
-        output_names = select_outputs(signature, output_filter)
-        if context is not None:
-            context.check()
         servable = resolved.servable
-        started = time.perf_counter()
-        try:
-            outputs = servable.run(signature, inputs, output_names, context)
-        except ServingError:
-            raise
-        except BaseException as error:  # whatever a servable raises, the request fails alone
-            raise internal(f"{type(error).__name__}: {error}") from error
-        finally:
-            self.metrics.runtime(
-                resolved.model, "Predict", servable.runtime, (time.perf_counter() - started) * 1e6
+        with self.metrics.runtime(resolved.model, "Predict", servable.runtime):
+            return run_predict(
+                servable,
+                resolved.signature,
+                inputs,
+                output_filter,
+                context,
+                check_method_names=self._check_method_names,
             )
-        if len(outputs) != len(output_names):
-            raise ServingError(Code.UNKNOWN, "Predict internal error")
-        return outputs
 
     # --- config ------------------------------------------------------------------------------
 
@@ -197,6 +172,68 @@ class InferenceAPI:
             return handle.model, handle.version, handle.servable.signatures
         finally:
             handle.release()
+
+
+# --- the servable-level part of a request, shared by the API and by warmup ---------------------
+
+
+def find_signature(servable: Servable, name: str, *, rest: bool = False) -> Signature:
+    """The signature a Predict names ("" means serving_default).
+
+    TF Serving words a missing signature differently per protocol: gRPC answers
+    FAILED_PRECONDITION, REST checks first and answers INVALID_ARGUMENT.
+    """
+    name = name or DEFAULT_SIGNATURE
+    signature = servable.signatures.get(name)
+    if signature is None:
+        if rest:
+            raise invalid_argument(f'Serving signature name: "{name}" not found in signature def')
+        raise failed_precondition(f'Serving signature key "{name}" not found.')
+    return signature
+
+
+def check_predict_request(
+    signature: Signature,
+    input_names: Collection[str],
+    output_filter: Sequence[str],
+    check_method_names: bool = False,
+) -> None:
+    """A Predict's checks that need no tensor: the method name (with
+    --enable_signature_method_name_check), the input aliases and the output filter."""
+    if check_method_names and signature.method_name not in _PREDICT_METHODS:
+        raise internal(
+            "Expected prediction signature method_name to be one of {"
+            f"{', '.join(_PREDICT_METHODS)}}}. Was: {signature.method_name}"
+        )
+    check_input_names(signature, input_names)
+    select_outputs(signature, output_filter)
+
+
+def run_predict(
+    servable: Servable,
+    signature: Signature,
+    inputs: Mapping[str, np.ndarray],
+    output_filter: Sequence[str] = (),
+    context: RunContext | None = None,
+    *,
+    check_method_names: bool = False,
+) -> dict[str, np.ndarray]:
+    """Checks a Predict against `signature` and runs it on `servable`; returns the filtered
+    outputs (all when no filter)."""
+    check_predict_request(signature, inputs.keys(), output_filter, check_method_names)
+    check_inputs(signature, inputs)
+    output_names = select_outputs(signature, output_filter)
+    if context is not None:
+        context.check()
+    try:
+        outputs = servable.run(signature, inputs, output_names, context)
+    except ServingError:
+        raise
+    except BaseException as error:  # whatever a servable raises, the request fails alone
+        raise internal(f"{type(error).__name__}: {error}") from error
+    if len(outputs) != len(output_names):
+        raise ServingError(Code.UNKNOWN, "Predict internal error")
+    return outputs
 
 
 def check_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:

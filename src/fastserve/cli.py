@@ -154,6 +154,18 @@ FLAGS: tuple[Flag, ...] = (
         "TF Serving SSLConfig text proto: gRPC and REST serve TLS (mTLS with client_verify).",
     ),
     Flag(
+        "enable_model_warmup",
+        _boolean,
+        True,
+        "Replay assets.extra/tf_serving_warmup_requests of each version before it serves.",
+    ),
+    Flag(
+        "num_request_iterations_for_warmup",
+        int,
+        0,
+        "Times each warmup request is replayed; used only if > 0 (else once).",
+    ),
+    Flag(
         "flush_filesystem_caches",
         _boolean,
         True,
@@ -169,7 +181,6 @@ FLAGS: tuple[Flag, ...] = (
 
 # TF Serving's flags that fastserve supports only at their default value so far.
 DEFAULT_ONLY: dict[str, tuple[Callable[[str], Any], Any]] = {
-    "enable_model_warmup": (_boolean, False),
     "enable_profiler": (_boolean, False),
     "use_alts_credentials": (_boolean, False),
     "prefer_tflite_model": (_boolean, False),
@@ -183,7 +194,6 @@ DEFAULT_ONLY: dict[str, tuple[Callable[[str], Any], Any]] = {
 NOT_IMPLEMENTED = (
     "tensorflow_session_config_file",
     "platform_config_file",
-    "num_request_iterations_for_warmup",
     "num_tflite_pools",
     "num_tflite_interpreters_per_pool",
     "thread_pool_factory_config_file",

@@ -13,8 +13,10 @@ Recording is cheap but not free: a server without --monitoring_config_file recor
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -132,6 +134,24 @@ class _BatchingCollector(Collector):
         yield from self.counters.collect()
 
 
+class _Timed:
+    __slots__ = ("_histogram", "_started")
+
+    def __init__(self, histogram: Any) -> None:
+        self._histogram = histogram
+        self._started = 0.0
+
+    def __enter__(self) -> object:
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._histogram.observe((time.perf_counter() - self._started) * 1e6)
+
+
+_UNTIMED = nullcontext()
+
+
 class Metrics:
     """Everything fastserve measures. Thread-safe; every method is a no-op when disabled
     (the version states are kept either way)."""
@@ -224,10 +244,12 @@ class Metrics:
         self._request_count.labels(model, status).inc()
         self._request_latency.labels(model, api, entrypoint).observe(micros)
 
-    def runtime(self, model: str, api: str, runtime: str, micros: float) -> None:
-        """A servable computed for `micros` (with batching: queuing included)."""
-        if self.enabled:
-            self._runtime_latency.labels(model, api, runtime).observe(micros)
+    def runtime(self, model: str, api: str, runtime: str) -> AbstractContextManager[object]:
+        """Times a servable's computation of one request (with batching: queuing included;
+        the request's checks against the signature too, a few microseconds)."""
+        if not self.enabled:
+            return _UNTIMED
+        return _Timed(self._runtime_latency.labels(model, api, runtime))
 
     def examples(self, model: str, count: int) -> None:
         """A Classify, Regress or MultiInference request carried `count` tf.Examples."""

@@ -30,6 +30,7 @@ from fastserve.servables.base import Loader, LoadOptions
 from fastserve.tasks import Tasks
 from fastserve.tensors import DEFAULT_MAX_REQUEST_BYTES
 from fastserve.tls import SSLConfig, read_ssl_config, server_context
+from fastserve.warmup import WarmupLoader
 
 log = logging.getLogger("fastserve.server")
 
@@ -71,6 +72,8 @@ class ServerOptions:
     access_log: bool = False
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     ssl_config_file: str = ""
+    enable_model_warmup: bool = True
+    num_request_iterations_for_warmup: int = 0
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
 
 
@@ -122,7 +125,7 @@ class Server:
             self.manager,
             options.file_system_poll_wait_seconds,
             options.allow_version_labels_for_unavailable_models,
-            loader=self.batching.loader,
+            loader=self._loader,
             on_change=self._readiness_changed,
         )
         self.health = Health(self.manager, self.models)
@@ -151,6 +154,19 @@ class Server:
         health = getattr(self, "health", None)  # changes may come before it exists
         if health is not None:
             health.changed()
+
+    def _loader(self, model: ModelConfig) -> Loader:
+        """A model's loader: its kind's, batched if configured, then warmed up (outside the
+        batching, so that warmup requests go through the batch queues)."""
+        loader = self.batching.loader(model)
+        if not self.options.enable_model_warmup:
+            return loader
+        return WarmupLoader(
+            loader,
+            self.options.num_request_iterations_for_warmup,
+            self.metrics.warmup,
+            check_method_names=self.options.enable_signature_method_name_check,
+        )
 
     # --- start -------------------------------------------------------------------------------
 

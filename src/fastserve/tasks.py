@@ -1,15 +1,16 @@
 """Classify, Regress and MultiInference over serialized tf.Examples, protocol-free.
 
-Each takes the serialized examples a frontend decoded, runs the signature(s) on the model
-version the spec names, checks the outputs as TF Serving checks them and returns plain
+Each takes the serialized examples a frontend decoded, runs the signature(s) on a servable
+(run_classify, run_regress, run_multi_inference, which warmup calls too) or on the model
+version a spec names (Tasks), checks the outputs as TF Serving checks them and returns plain
 results: (label, score) rows per example, or one value per example.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -193,116 +194,170 @@ def _examples_tensor(examples: Sequence[bytes]) -> np.ndarray:
     return array
 
 
+def run_classify(
+    servable: Servable,
+    signature_name: str,
+    examples: Sequence[bytes],
+    context: RunContext | None = None,
+    *,
+    check_method_names: bool = False,
+) -> Classifications:
+    """Classify on one servable: the signature `signature_name` ("" means serving_default)
+    over the serialized examples."""
+    produced, count = _run_examples(
+        servable, signature_name, examples, classification_outputs, context, check_method_names
+    )
+    return classifications(produced, count)
+
+
+def run_regress(
+    servable: Servable,
+    signature_name: str,
+    examples: Sequence[bytes],
+    context: RunContext | None = None,
+    *,
+    check_method_names: bool = False,
+) -> Regressions:
+    """Regress on one servable, as run_classify() does."""
+    produced, count = _run_examples(
+        servable, signature_name, examples, regression_outputs, context, check_method_names
+    )
+    return regressions(produced, count)
+
+
+def _run_examples(
+    servable: Servable,
+    signature_name: str,
+    examples: Sequence[bytes],
+    outputs_of: Callable[[Signature, bool], list[str]],
+    context: RunContext | None,
+    check_method_names: bool,
+) -> tuple[dict[str, np.ndarray], int]:
+    signature = _find_signature(servable, signature_name)
+    output_names = outputs_of(signature, check_method_names)
+    inputs = {INPUTS: _examples_tensor(examples)}
+    check_inputs(signature, inputs)
+    if context is not None:
+        context.check()
+    return servable.run(signature, inputs, output_names, context), len(examples)
+
+
+def run_multi_inference(
+    servable: Servable,
+    tasks: Sequence[tuple[ModelSpec, str]],
+    examples: Sequence[bytes] | None,
+    *,
+    check_method_names: bool = False,
+) -> list[tuple[Signature, Classifications | Regressions]]:
+    """TF Serving's MultiInference on one servable: every task (all naming the first task's
+    model), one pass over the input; each task's signature and result, in task order."""
+    first = tasks[0][0].name if tasks else ""
+    plans: list[tuple[Signature, str, list[str]]] = []
+    seen: set[str] = set()
+    input_tensor = ""
+    for spec, method in tasks:
+        if not spec.name:
+            raise invalid_argument("Found ModelSpec with an empty model name.")
+        if spec.name != first:
+            raise invalid_argument(
+                "All ModelSpecs in a MultiInferenceRequest must access the same model name."
+            )
+        name = spec.signature_name or DEFAULT_SIGNATURE
+        if name in seen:
+            raise invalid_argument(f"Duplicate evaluation of signature: {name}")
+        seen.add(name)
+        signature = servable.signatures.get(name)
+        if signature is None:
+            raise invalid_argument(f"Requested signature not found in model graph: {name}")
+        if method == CLASSIFY_METHOD:
+            outputs = classification_outputs(signature, check_method_names)
+        elif method == REGRESS_METHOD:
+            outputs = regression_outputs(signature, check_method_names)
+        else:
+            raise ServingError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {method}")
+        tensor = signature.inputs[INPUTS].name
+        if input_tensor and tensor != input_tensor:
+            raise invalid_argument("Input tensor must be the same for all Signatures.")
+        input_tensor = tensor
+        plans.append((signature, method, outputs))
+    inputs = {INPUTS: _examples_tensor(examples or [])}
+    for signature, _, _ in plans:
+        check_inputs(signature, inputs)
+    produced = servable.run_many([(sig, outs) for sig, _, outs in plans], inputs)
+    results: list[tuple[Signature, Classifications | Regressions]] = []
+    count = len(inputs[INPUTS])
+    for (signature, method, _), fetched in zip(plans, produced, strict=True):
+        if method == CLASSIFY_METHOD:
+            results.append((signature, classifications(fetched, count)))
+        else:
+            results.append((signature, regressions(fetched, count)))
+    return results
+
+
+Result = TypeVar("Result", Classifications, Regressions)
+
+
 class Tasks:
-    """Classify, Regress and MultiInference on top of the inference API."""
+    """Classify, Regress and MultiInference on the model versions the inference API holds."""
 
     def __init__(self, api: InferenceAPI, check_method_names: bool = False) -> None:
         self._api = api
         self._check_methods = check_method_names
 
-    def _run(
-        self,
-        spec: ModelSpec,
-        examples: Sequence[bytes],
-        outputs_of: str,
-        context: RunContext | None,
-    ) -> tuple[Served, Signature, dict[str, np.ndarray], int]:
-        handle = self._api.acquire(spec)
-        try:
-            servable: Servable = handle.servable
-            signature = _find_signature(servable, spec.signature_name)
-            select = classification_outputs if outputs_of == "classify" else regression_outputs
-            output_names = select(signature, self._check_methods)
-            inputs = {INPUTS: _examples_tensor(examples)}
-            check_inputs(signature, inputs)
-            if context is not None:
-                context.check()
-            metrics = self._api.metrics
-            metrics.examples(spec.name, len(examples))
-            started = time.perf_counter()
-            try:
-                produced = servable.run(signature, inputs, output_names, context)
-            finally:
-                api = "Classify" if outputs_of == "classify" else "Regress"
-                micros = (time.perf_counter() - started) * 1e6
-                metrics.runtime(spec.name, api, servable.runtime, micros)
-            served = Served(spec.name, handle.version, spec.signature_name or DEFAULT_SIGNATURE)
-            return served, signature, produced, len(examples)
-        finally:
-            handle.release()
-
     def classify(
         self, spec: ModelSpec, examples: Sequence[bytes], context: RunContext | None = None
     ) -> tuple[Served, Classifications]:
-        served, _, produced, count = self._run(spec, examples, "classify", context)
-        return served, classifications(produced, count)
+        return self._on_examples(spec, examples, context, "Classify", run_classify)
 
     def regress(
         self, spec: ModelSpec, examples: Sequence[bytes], context: RunContext | None = None
     ) -> tuple[Served, Regressions]:
-        served, _, produced, count = self._run(spec, examples, "regress", context)
-        return served, regressions(produced, count)
+        return self._on_examples(spec, examples, context, "Regress", run_regress)
+
+    def _on_examples(
+        self,
+        spec: ModelSpec,
+        examples: Sequence[bytes],
+        context: RunContext | None,
+        api: str,
+        run: Callable[..., Result],
+    ) -> tuple[Served, Result]:
+        handle = self._api.acquire(spec)
+        try:
+            metrics = self._api.metrics
+            metrics.examples(spec.name, len(examples))
+            with metrics.runtime(spec.name, api, handle.servable.runtime):
+                result = run(
+                    handle.servable,
+                    spec.signature_name,
+                    examples,
+                    context,
+                    check_method_names=self._check_methods,
+                )
+            return _served(spec, handle.version), result
+        finally:
+            handle.release()
 
     def multi_inference(
         self, tasks: Sequence[tuple[ModelSpec, str]], examples: Sequence[bytes] | None
     ) -> list[tuple[Served, Classifications | Regressions]]:
-        """TF Serving's MultiInference: every task on the first task's model version, one
-        pass over the input; results in task order."""
+        """Every task on the first task's model version; results in task order."""
         first = tasks[0][0] if tasks else ModelSpec("")
         handle = self._api.acquire(first)
         try:
-            servable: Servable = handle.servable
-            plans: list[tuple[Signature, str, list[str]]] = []
-            seen: set[str] = set()
-            input_tensor = ""
-            for spec, method in tasks:
-                if not spec.name:
-                    raise invalid_argument("Found ModelSpec with an empty model name.")
-                if spec.name != first.name:
-                    raise invalid_argument(
-                        "All ModelSpecs in a MultiInferenceRequest must access the same model name."
-                    )
-                name = spec.signature_name or DEFAULT_SIGNATURE
-                if name in seen:
-                    raise invalid_argument(f"Duplicate evaluation of signature: {name}")
-                seen.add(name)
-                signature = servable.signatures.get(name)
-                if signature is None:
-                    raise invalid_argument(f"Requested signature not found in model graph: {name}")
-                if method == CLASSIFY_METHOD:
-                    outputs = classification_outputs(signature, self._check_methods)
-                elif method == REGRESS_METHOD:
-                    outputs = regression_outputs(signature, self._check_methods)
-                else:
-                    raise ServingError(
-                        Code.UNIMPLEMENTED, f"Unsupported signature method_name: {method}"
-                    )
-                tensor = signature.inputs[INPUTS].name
-                if input_tensor and tensor != input_tensor:
-                    raise invalid_argument("Input tensor must be the same for all Signatures.")
-                input_tensor = tensor
-                plans.append((signature, method, outputs))
-            inputs = {INPUTS: _examples_tensor(examples or [])}
-            for signature, _, _ in plans:
-                check_inputs(signature, inputs)
             metrics = self._api.metrics
-            metrics.examples(first.name, len(inputs[INPUTS]))
-            started = time.perf_counter()
-            try:
-                produced = servable.run_many([(sig, outs) for sig, _, outs in plans], inputs)
-            finally:
-                micros = (time.perf_counter() - started) * 1e6
-                metrics.runtime(first.name, "MultiInference", servable.runtime, micros)
-            results: list[tuple[Served, Classifications | Regressions]] = []
-            for (spec, _), (signature, method, _), fetched in zip(
-                tasks, plans, produced, strict=True
-            ):
-                served = Served(spec.name, handle.version, signature.name)
-                count = len(inputs[INPUTS])
-                if method == CLASSIFY_METHOD:
-                    results.append((served, classifications(fetched, count)))
-                else:
-                    results.append((served, regressions(fetched, count)))
-            return results
+            metrics.examples(first.name, len(examples or ()))
+            with metrics.runtime(first.name, "MultiInference", handle.servable.runtime):
+                results = run_multi_inference(
+                    handle.servable, tasks, examples, check_method_names=self._check_methods
+                )
+            return [
+                (Served(spec.name, handle.version, signature.name), result)
+                for (spec, _), (signature, result) in zip(tasks, results, strict=True)
+            ]
         finally:
             handle.release()
+
+
+def _served(spec: ModelSpec, version: int) -> Served:
+    return Served(spec.name, version, spec.signature_name or DEFAULT_SIGNATURE)

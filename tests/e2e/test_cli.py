@@ -239,7 +239,10 @@ def test_start_up_failure_names_each_failed_model(store: ModelStore, tmp_path: P
             "--platform_config_file=/tmp/platform.config",
             "fastserve: flag --platform_config_file is not implemented yet",
         ),
-        ("--enable_model_warmup=true", "flag --enable_model_warmup=True is not implemented yet"),
+        (
+            "--xla_cpu_compilation_enabled",
+            "flag --xla_cpu_compilation_enabled=True is not implemented yet",
+        ),
         ("--enable_profiler", "flag --enable_profiler=True is not implemented yet"),
         (
             "--platform_config_file=/tmp/p",

@@ -9,12 +9,12 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from test_lifecycle import wait_until
+from test_reload import reload_request
 
 from support import models
 from support.server import ServerProcess
 from support.store import ModelStore
-from test_lifecycle import wait_until
-from test_reload import reload_request
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
