@@ -201,26 +201,37 @@ def slow_server(tmp_path: Path, start_server: Callable[..., ServerProcess]) -> S
 
 
 def test_sigterm_drains_in_flight_requests(slow_server: ServerProcess) -> None:
+    """SIGTERM with 32 requests in flight (16 gRPC, 16 REST, more than the worker threads):
+    every one is answered, then the process exits 0."""
     results: list[object] = []
 
-    def call() -> None:
+    def call_grpc() -> None:
         try:
             response = slow_server.prediction.Predict(
-                predict_request("slow", {"x": np.array([1.5], np.float32)}), timeout=30
+                predict_request("slow", {"x": np.array([1.5], np.float32)}), timeout=60
             )
             results.append(float(tf.make_ndarray(response.outputs["y"])[0]))
         except BaseException as error:
             results.append(error)
 
-    callers = [threading.Thread(target=call) for _ in range(8)]
+    def call_rest() -> None:
+        try:
+            answer = slow_server.http.post(
+                "/v1/models/slow:predict", json={"instances": [1.5]}, timeout=60
+            )
+            results.append(answer.json()["predictions"][0])
+        except BaseException as error:
+            results.append(error)
+
+    callers = [threading.Thread(target=call) for call in [call_grpc, call_rest] * 16]
     for caller in callers:
         caller.start()
-    time.sleep(0.7)
+    time.sleep(1.0)  # every request sent; the first ones running, the rest queued
     slow_server.process.send_signal(15)
     for caller in callers:
-        caller.join(30)
+        caller.join(60)
     assert slow_server.wait(60) == 0
-    assert results == [11.5] * 8
+    assert results == [11.5] * 32
 
 
 def test_shutdown_grace_bounds_a_stuck_request(

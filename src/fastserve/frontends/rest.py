@@ -138,6 +138,13 @@ def _too_large(size: int, limit: int) -> Response:
     return _json(json_tensors.error_body(message), 413)
 
 
+def _retrieve(task: asyncio.Future[bytes]) -> None:
+    """Collects the outcome of work whose client stopped waiting for it (or asyncio would
+    log it as never retrieved)."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _health_response(unready: dict[str, str]) -> Response:
     if unready:
         return _json(orjson.dumps({"status": "NOT_READY", "unready": unready}), 503)
@@ -238,8 +245,13 @@ def create_app(api: InferenceAPI, tasks: Tasks, options: RestOptions | None = No
         # The request's deadline and cancellation reach queued work (a batch queue drops
         # a task whose client went away or whose deadline passed).
         context = RunContext.within(timeout)
+        # Shielded: a request that times out, or whose client goes away, keeps its worker
+        # thread until its work returns (work not started returns at once, see RunContext),
+        # so --rest_api_num_threads bounds the threads busy with requests.
+        task = asyncio.ensure_future(run_in_threadpool(work, *args, context))
+        task.add_done_callback(_retrieve)
         try:
-            body = await asyncio.wait_for(run_in_threadpool(work, *args, context), timeout)
+            body = await asyncio.wait_for(asyncio.shield(task), timeout)
             return respond(_json(body)), "OK"
         except ServingError as error:
             return respond(_error(error)), status_name(error)
