@@ -192,3 +192,24 @@ def test_monitoring_config_errors_name_the_file(
 def test_no_metrics_endpoint_without_a_monitoring_config(server: ServerProcess) -> None:
     answer = server.http.get(PATH)
     assert answer.status_code == 404
+
+
+def test_warmup_latency_is_recorded(
+    store: ModelStore, tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    from test_warmup import predict_log, write_warmup
+
+    version = store.install(store.half_plus_two(2.0), tmp_path / "hp" / "1")
+    write_warmup(version, [predict_log({"x": X})] * 3)
+    config = tmp_path / "monitoring.txt"
+    config.write_text(MONITORING)
+    server = start_server(
+        "--model_name=hp",
+        f"--model_base_path={tmp_path / 'hp'}",
+        f"--monitoring_config_file={config}",
+    )
+    samples = parse(server.http.get(PATH).text)
+    warmups = ":tensorflow:serving:model_warmup_latency_count"
+    assert select(samples, warmups, model_path=str(version), status="OK") == 1
+    # Warmup requests are not client requests.
+    assert select(samples, ":tensorflow:serving:request_count") == 0
