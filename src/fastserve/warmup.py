@@ -199,17 +199,10 @@ def _run(servable: Servable, prediction_log: Any, check_method_names: bool) -> N
             request.output_filter,
             check_method_names=check_method_names,
         )
-    elif kind == "classify_log":
-        request = prediction_log.classify_log.request
-        run_classify(
-            servable,
-            request.model_spec.signature_name,
-            tf_examples.serialize_input(request.input),
-            check_method_names=check_method_names,
-        )
-    elif kind == "regress_log":
-        request = prediction_log.regress_log.request
-        run_regress(
+    elif kind in ("classify_log", "regress_log"):
+        request = getattr(prediction_log, kind).request
+        run = run_classify if kind == "classify_log" else run_regress
+        run(
             servable,
             request.model_spec.signature_name,
             tf_examples.serialize_input(request.input),

@@ -53,18 +53,23 @@ def recording(tmp_path: Path) -> Path:
     return tmp_path / "slow" / "1"
 
 
+@pytest.fixture()
+def config(recording: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        f"models:\n  - {{name: slow, base_path: {recording.parent}, model_platform: python}}\n"
+    )
+    return path
+
+
 def x(seconds: float, tag: float) -> dict[str, np.ndarray]:
     """Input that makes the model sleep `seconds` and record `tag`."""
     return {"x": np.array([seconds, tag], np.float32)}
 
 
 def test_grpc_request_past_its_deadline_is_never_started(
-    recording: Path, tmp_path: Path, start_server: Callable[..., ServerProcess]
+    recording: Path, config: Path, start_server: Callable[..., ServerProcess]
 ) -> None:
-    config = tmp_path / "models.yaml"
-    config.write_text(
-        f"models:\n  - {{name: slow, base_path: {recording.parent}, model_platform: python}}\n"
-    )
     server = start_server(f"--config={config}", "--grpc_max_threads=1")
     busy = server.prediction.Predict.future(predict_request("slow", x(2.0, 1.0)), timeout=30)
     wait_until(lambda: calls(recording) == [1.0], what="the first call to start")
@@ -81,12 +86,8 @@ def test_grpc_request_past_its_deadline_is_never_started(
 
 
 def test_rest_request_past_the_rest_timeout_is_never_started(
-    recording: Path, tmp_path: Path, start_server: Callable[..., ServerProcess]
+    recording: Path, config: Path, start_server: Callable[..., ServerProcess]
 ) -> None:
-    config = tmp_path / "models.yaml"
-    config.write_text(
-        f"models:\n  - {{name: slow, base_path: {recording.parent}, model_platform: python}}\n"
-    )
     server = start_server(
         f"--config={config}", "--rest_api_num_threads=1", "--rest_api_timeout_in_ms=1000"
     )
