@@ -114,20 +114,36 @@ class _TooLarge(Exception):
     pass
 
 
+# How much of a refused body is still read (and dropped) so that the client, still sending,
+# gets the 413: closing on a client mid-send resets the connection and loses the answer.
+_DRAIN_BYTES = 64 * 1024 * 1024
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused (before it is read, when it declares its length) when it
-    is longer than `limit` bytes."""
+    """The request body; _TooLarge (carrying the size seen) when it is longer than `limit`
+    bytes, without keeping more than `limit` bytes of it."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
+        if int(declared) <= limit + _DRAIN_BYTES:
+            await _drain(request)
         raise _TooLarge(int(declared))
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
+            await _drain(request)
             raise _TooLarge(size)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _drain(request: Request) -> None:
+    dropped = 0
+    async for chunk in request.stream():
+        dropped += len(chunk)
+        if dropped > _DRAIN_BYTES:
+            return
 
 
 def _too_large(size: int, limit: int) -> Response:
