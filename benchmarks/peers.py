@@ -233,7 +233,7 @@ class PeerTarget:
 
     name = "peer"
     venv_name = ""
-    imports = ""  # what setup_peers.sh checks, for the error message
+    settings_note = ""
 
     def __init__(self, model_dir: Path, venvs: Path = VENVS) -> None:
         self.model_dir = Path(model_dir).resolve()
@@ -318,6 +318,11 @@ class PeerTarget:
                     f"{self.name} not ready after {READY_TIMEOUT:g} s:\n{self.tail()}"
                 )
             time.sleep(0.25)
+
+    def describe(self) -> str:
+        """A line for a report: the server's own version, settings, processes."""
+        version = f" {self.server_version}" if self.server_version else ""
+        return f"{self.name}: server{version}; {self.settings_note}; {len(self.pids())} processes"
 
     def tail(self, lines: int = 40) -> str:
         path = self.log_path
@@ -417,6 +422,8 @@ class MLServerTarget(PeerTarget):
         self.name = f"MLServer {installed_version(self.venv, 'mlserver')}"
         if parallel_workers is not None:
             self.name += f" ({parallel_workers} workers)"
+        workers = "default 1" if parallel_workers is None else str(parallel_workers)
+        self.settings_note = f"custom runtime, debug off, parallel_workers {workers}"
 
     def command(self) -> list[str]:
         assert self._workdir is not None
@@ -452,12 +459,10 @@ class TritonTarget(PeerTarget):
 
     def __init__(self, model_dir: Path, venvs: Path = VENVS) -> None:
         super().__init__(model_dir, venvs)
+        self.settings_note = "Python backend (bound function), batching off, one instance"
+        # The name stays as it is (a harness may key on it before start); the bundled
+        # tritonserver's own version is known once it answers: server_version, describe().
         self.name = f"Triton (PyTriton {installed_version(self.venv, 'nvidia-pytriton')})"
-
-    def start(self) -> None:
-        super().start()
-        if self.server_version:
-            self.name = self.name.replace("Triton", f"Triton {self.server_version}", 1)
 
     def environment(self) -> dict[str, str]:
         env = super().environment()
@@ -496,10 +501,12 @@ class TritonTarget(PeerTarget):
 PEERS: dict[str, type[PeerTarget]] = {"mlserver": MLServerTarget, "triton": TritonTarget}
 
 
-def make_targets(model_dir: Path, names: list[str] | None = None) -> list[Target]:
+def make_targets(
+    model_dir: Path, names: list[str] | None = None, venvs: Path = VENVS
+) -> list[Target]:
     """The peers as Targets (not started), for the serving benchmark's --peers. Raises
     PeerNotInstalled, naming the setup command, for a peer whose venv is missing."""
-    targets = [PEERS[name](model_dir) for name in names or list(PEERS)]
+    targets = [PEERS[name](model_dir, venvs) for name in names or list(PEERS)]
     missing = [t for t in targets if not t.installed()]
     if missing:
         names_missing = " ".join(t.venv_name for t in missing)
@@ -586,10 +593,9 @@ def build_model(folder: Path) -> Path:
 
 
 def ensure_installed(names: list[str]) -> None:
-    missing = [name for name in names if not PEERS[name](Path(".")).installed()]
-    if missing:
-        print(f"peers: setting up {' '.join(missing)} with {SETUP}", flush=True)
-        subprocess.run(["bash", str(SETUP), *missing], check=True)
+    """Runs setup_peers.sh for these peers: it installs what is missing or out of date (its
+    pins changed) and skips the rest."""
+    subprocess.run(["bash", str(SETUP), *names], check=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -610,7 +616,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="also a short h2load/wrk run per protocol at 16 connections (noisy; default: off)",
     )
-    parser.add_argument("--no-setup", action="store_true", help="fail instead of installing")
+    parser.add_argument(
+        "--no-setup",
+        action="store_true",
+        help="do not run setup_peers.sh first (a missing peer then fails)",
+    )
     args = parser.parse_args(argv)
     if not args.check:
         parser.print_help()
@@ -636,9 +646,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             try:
                 print(
-                    f"{target.name}: ready in {target.startup_seconds:.1f} s "
-                    f"(HTTP {target.http_port}, gRPC {target.grpc_port}, "
-                    f"{len(target.pids())} processes)",
+                    f"{target.describe()}; ready in {target.startup_seconds:.1f} s "
+                    f"(HTTP {target.http_port}, gRPC {target.grpc_port})",
                     flush=True,
                 )
                 for floats in payloads:
