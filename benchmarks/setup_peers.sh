@@ -10,7 +10,7 @@
 #   PYTHON=python3.11 bash benchmarks/setup_peers.sh
 #
 # Re-runnable: a venv whose packages are already installed (recorded in its
-# .fastserve-peer file, and importable) is skipped. Delete benchmarks/.venvs/<peer> to
+# .fastserve-peer file, and present) is skipped. Delete benchmarks/.venvs/<peer> to
 # reinstall it from scratch.
 set -euo pipefail
 
@@ -26,9 +26,10 @@ declare -A PACKAGES=(
     [mlserver]="mlserver==1.7.1 uvloop==0.21.0 $TENSORFLOW"
     [triton]="nvidia-pytriton==0.7.0 $TENSORFLOW"
 )
-declare -A IMPORTS=(
-    [mlserver]="import mlserver, tensorflow"
-    [triton]="import pytriton.triton, tensorflow"
+# Imported once after an install; a re-run only checks that they are still there.
+declare -A MODULES=(
+    [mlserver]="mlserver tensorflow"
+    [triton]="pytriton tensorflow"
 )
 
 version="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
@@ -54,8 +55,10 @@ for peer in "${peers[@]}"; do
     venv="$venvs/$peer"
     stamp="$venv/.fastserve-peer"
     wanted="${PACKAGES[$peer]}"
+    modules="${MODULES[$peer]}"
     if [[ -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]] \
-        && "$venv/bin/python" -c "${IMPORTS[$peer]}" >/dev/null 2>&1; then
+        && "$venv/bin/python" -c "import importlib.util as u, sys
+sys.exit(not all(u.find_spec(m) for m in '$modules'.split()))" 2>/dev/null; then
         echo "setup_peers: $peer: already installed in $venv ($wanted); skipped"
         continue
     fi
@@ -69,8 +72,8 @@ for peer in "${peers[@]}"; do
     "$venv/bin/python" -m pip install --quiet --upgrade pip 2>&1 | quiet
     # shellcheck disable=SC2086
     "$venv/bin/python" -m pip install --quiet $wanted 2>&1 | quiet
-    if ! "$venv/bin/python" -c "${IMPORTS[$peer]}" >/dev/null 2>&1; then
-        echo "setup_peers: $peer: '${IMPORTS[$peer]}' fails in $venv" >&2
+    if ! "$venv/bin/python" -c "import ${modules// /, }" >/dev/null 2>&1; then
+        echo "setup_peers: $peer: 'import ${modules// /, }' fails in $venv" >&2
         exit 1
     fi
     echo "$wanted" >"$stamp"
