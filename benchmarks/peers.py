@@ -584,8 +584,13 @@ def smoke_throughput(endpoint: Endpoint, seconds: float, connections: int, workd
 
 def build_model(folder: Path) -> Path:
     """half_plus_two built by the test suite's builder, in fastserve's venv."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.path.insert(0, str(HERE.parent / "tests"))
+    import tensorflow as tf
+
     from support.models import half_plus_two_v1
+
+    tf.get_logger().setLevel("ERROR")  # TF1 API deprecation notes
 
     path = folder / "half_plus_two"
     half_plus_two_v1(path)
