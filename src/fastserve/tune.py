@@ -149,13 +149,13 @@ def point_of(candidate: Candidate | None, measured: Measurement, took: float = 0
 
 def better(a: Point, b: Point | None, p99_target: float) -> bool:
     """Whether `a` beats `b`: a point within the target beats one outside it; within it the
-    higher throughput wins; outside it, the lower p99."""
+    higher throughput wins (the lower p99 on a tie); outside it, the lower p99."""
     if b is None:
         return True
     if a.meets(p99_target) != b.meets(p99_target):
         return a.meets(p99_target)
     if a.meets(p99_target):
-        return a.throughput > b.throughput
+        return (a.throughput, -a.p99) > (b.throughput, -b.p99)
     return (a.failed, a.p99) < (b.failed, b.p99)
 
 
