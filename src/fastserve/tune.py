@@ -653,7 +653,13 @@ def parameters_text(
     return "\n".join(header) + "\n" + chosen.candidate.text_proto()
 
 
-def plot(points: Sequence[Point], chosen: Point | None, p99_target: float, path: Path) -> bool:
+def plot(
+    points: Sequence[Point],
+    chosen: Point | None,
+    p99_target: float,
+    path: Path,
+    reference: Point | None = None,
+) -> bool:
     """Throughput against p99 of every point measured, if matplotlib is installed."""
     try:
         import matplotlib
@@ -686,6 +692,11 @@ def plot(points: Sequence[Point], chosen: Point | None, p99_target: float, path:
         axis.scatter(
             [chosen.p99 * 1e3], [chosen.throughput], s=200, facecolors="none",
             edgecolors="red", label="chosen",
+        )  # fmt: skip
+    if reference is not None and reference.requests:
+        axis.scatter(
+            [reference.p99 * 1e3], [reference.throughput], marker="x", color="black",
+            label="batching off",
         )  # fmt: skip
     axis.axvline(p99_target * 1e3, color="grey", linestyle="--", label="p99 target")
     axis.set_xlabel("p99 latency (ms)")
@@ -929,7 +940,7 @@ def _conclude(
             "load may be better served without --enable_batching."
         )
     if args.plot is not None:
-        if plot(points, chosen, p99_target, args.plot):
+        if plot(points, chosen, p99_target, args.plot, reference):
             print(f"\nplot: {args.plot}")
         else:
             print("\nmatplotlib is not installed: no plot (pip install matplotlib)")

@@ -32,7 +32,7 @@ def python_config(tmp_path: Path) -> Path:
     models.python_model(tmp_path / "double" / "1", DOUBLE_MODEL)
     config = tmp_path / "models.config"
     config.write_text(
-        "model_config_list {\n  config {\n    name: \"double\"\n"
+        'model_config_list {\n  config {\n    name: "double"\n'
         f'    base_path: "{tmp_path / "double"}"\n    model_platform: "python"\n  }}\n}}\n'
     )
     return config
