@@ -400,3 +400,18 @@ def test_metrics_are_recorded_under_tf_servings_meanings(
     assert len(recorded.queuing_latency_micros) == 1 and recorded.queuing_latency_micros[0] >= 0
     assert recorded.wrapped_run_count >= 1
     assert scheduler.metrics.drain().input_batch_size == []
+
+
+def test_nothing_is_recorded_when_the_servers_metrics_are_off(
+    make: Callable[..., BatchingServable],
+) -> None:
+    """Nothing drains a recorder whose metrics are never exported: it must not grow."""
+    from fastserve.metrics import Metrics
+
+    servable = make(threads=1, max_batch_size=8)
+    scheduler = servable._scheduler
+    Metrics(enabled=False).add_batching(scheduler.metrics)
+    call(servable, "serving_default", np.array([1, 2, 3], np.float32), np.array([1, 2, 3]))
+    recorded = scheduler.metrics.drain()
+    assert recorded.input_batch_size == [] and recorded.queuing_latency_micros == []
+    assert recorded.processed_batch_size == [] and recorded.padding_size == []

@@ -39,3 +39,26 @@ def test_batching_benchmark_runs(tmp_path: Path) -> None:
     )
     assert "| batching off |" in text and "| on: max_batch_size 64, timeout 1000 µs" in text
     assert "throughput on / off" in text
+
+
+def test_memory_benchmark_runs(tmp_path: Path) -> None:
+    """Two load/unload cycles of a version under load, against the real server."""
+    text = run_benchmark(
+        tmp_path,
+        "memory",
+        "--cycles",
+        "2",
+        "--warmup-cycles",
+        "1",
+        "--warmup-seconds",
+        "0.5",
+        timeout=600,
+    )
+    assert "| growth over 2 cycles |" in text and "growth / target (30 MB)" in text
+    assert "| 2 |" in text
+
+
+def test_core_path_benchmark_runs(tmp_path: Path) -> None:
+    text = run_benchmark(tmp_path, "core_path", "--seconds", "0.05", "--threads", "1,2")
+    assert "| no batching | 2 |" in text and "| batching | 1 |" in text
+    assert "| table lookup + release" in text and "per core / 100,000" in text

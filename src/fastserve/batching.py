@@ -36,7 +36,9 @@ SIZE_BUCKETS = tuple(float(2**i) for i in range(14))
 class BatchMetrics:
     """What batching records, under TF Serving's names, for the metrics exporter.
 
-    Each list holds raw observations since the last drain(); thread-safe.
+    Each list holds raw observations since the last drain(); thread-safe. Only a recorder
+    that someone drains may record: with `enabled` False (the server's metrics are off, so
+    nothing ever drains it) it records nothing, and memory does not grow with every request.
     """
 
     queuing_latency_micros: list[float] = field(default_factory=list)
@@ -44,13 +46,18 @@ class BatchMetrics:
     processed_batch_size: list[int] = field(default_factory=list)
     padding_size: list[tuple[int, int]] = field(default_factory=list)  # (padding, padded size)
     wrapped_run_count: int = 0
+    enabled: bool = True
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def task_queued(self, rows: int) -> None:
+        if not self.enabled:
+            return
         with self._lock:
             self.input_batch_size.append(rows)
 
     def batch_run(self, rows: int, padded: int, latencies: list[float]) -> None:
+        if not self.enabled:
+            return
         with self._lock:
             self.processed_batch_size.append(padded)
             self.padding_size.append((padded - rows, padded))

@@ -374,7 +374,12 @@ def _print_version() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(_normalise(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["tune"]:
+        from fastserve import tune
+
+        return tune.main(argv[1:])
+    args = _parser().parse_args(_normalise(argv))
     if args.version:
         _print_version()
         return 0

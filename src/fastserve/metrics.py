@@ -280,6 +280,8 @@ class Metrics:
             )
 
     def add_batching(self, recorder: BatchMetrics) -> None:
+        # Nothing scrapes disabled metrics, so nothing would ever drain what it records.
+        recorder.enabled = self.enabled
         self.registry.register(_BatchingCollector(recorder))
         self._counter_names.add(":tensorflow:serving:batching_session:wrapped_run_count")
 
