@@ -137,8 +137,8 @@ class Setup:
         self.table = ServableTable()
         self.noop = NoopServable()
         self.scheduler = BatchScheduler(1)
-        # As in a server without --monitoring_config_file: batching records no metrics.
-        self.scheduler.metrics.enabled = False
+        # As in a server without --monitoring_config_file, batching records no metrics
+        # (a new scheduler has no observer).
         parameters = BatchingParameters(
             max_batch_size=64, batch_timeout_micros=0, max_enqueued_batches=1000
         ).checked()

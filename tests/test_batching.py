@@ -386,32 +386,44 @@ def test_every_caller_gets_its_own_rows(
     )
 
 
+class _Recorder:
+    """A BatchObserver keeping what it is told."""
+
+    def __init__(self) -> None:
+        self.input_batch_size: list[int] = []
+        self.batches: list[tuple[int, int, list[float]]] = []
+
+    def task_queued(self, rows: int) -> None:
+        self.input_batch_size.append(rows)
+
+    def batch_run(self, rows: int, padded: int, latencies: list[float]) -> None:
+        self.batches.append((rows, padded, latencies))
+
+
 def test_metrics_are_recorded_under_tf_servings_meanings(
     make: Callable[..., BatchingServable],
 ) -> None:
     servable = make(threads=1, max_batch_size=8, allowed_batch_sizes=(4, 8))
     scheduler = servable._scheduler  # the scheduler the server exports metrics from
-    scheduler.metrics.drain()
+    recorder = _Recorder()
+    scheduler.metrics = recorder
     call(servable, "serving_default", np.array([1, 2, 3], np.float32), np.array([1, 2, 3]))
-    recorded = scheduler.metrics.drain()
-    assert recorded.input_batch_size == [3]
-    assert recorded.processed_batch_size == [4]  # padded
-    assert recorded.padding_size == [(1, 4)]
-    assert len(recorded.queuing_latency_micros) == 1 and recorded.queuing_latency_micros[0] >= 0
-    assert recorded.wrapped_run_count >= 1
-    assert scheduler.metrics.drain().input_batch_size == []
+    assert recorder.input_batch_size == [3]
+    [(rows, padded, latencies)] = recorder.batches
+    assert (rows, padded) == (3, 4)  # padded to an allowed size
+    assert len(latencies) == 1 and latencies[0] >= 0
 
 
 def test_nothing_is_recorded_when_the_servers_metrics_are_off(
     make: Callable[..., BatchingServable],
 ) -> None:
-    """Nothing drains a recorder whose metrics are never exported: it must not grow."""
+    """A server without metrics gives its scheduler no observer: nothing grows per request."""
     from fastserve.metrics import Metrics
 
     servable = make(threads=1, max_batch_size=8)
     scheduler = servable._scheduler
-    Metrics(enabled=False).add_batching(scheduler.metrics)
+    Metrics(enabled=False).add_batching(scheduler)
+    assert scheduler.metrics is None
     call(servable, "serving_default", np.array([1, 2, 3], np.float32), np.array([1, 2, 3]))
-    recorded = scheduler.metrics.drain()
-    assert recorded.input_batch_size == [] and recorded.queuing_latency_micros == []
-    assert recorded.processed_batch_size == [] and recorded.padding_size == []
+    Metrics(enabled=True).add_batching(scheduler)
+    assert scheduler.metrics is not None

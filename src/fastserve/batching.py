@@ -14,7 +14,8 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -26,59 +27,18 @@ from fastserve.servables.base import Loader, LoadOptions, RunContext, Servable, 
 
 log = logging.getLogger("fastserve.batching")
 
-# Buckets of TF Serving's batching_session samplers: queuing latency in microseconds
-# (100 * 1.2^i, 52 of them) and batch sizes (powers of two up to 8192).
-LATENCY_BUCKETS = tuple(100 * 1.2**i for i in range(52))
-SIZE_BUCKETS = tuple(float(2**i) for i in range(14))
 
-
-@dataclass
-class BatchMetrics:
-    """What batching records, under TF Serving's names, for the metrics exporter.
-
-    Each list holds raw observations since the last drain(); thread-safe. Only a recorder
-    that someone drains may record: with `enabled` False (the server's metrics are off, so
-    nothing ever drains it) it records nothing, and memory does not grow with every request.
-    """
-
-    queuing_latency_micros: list[float] = field(default_factory=list)
-    input_batch_size: list[int] = field(default_factory=list)
-    processed_batch_size: list[int] = field(default_factory=list)
-    padding_size: list[tuple[int, int]] = field(default_factory=list)  # (padding, padded size)
-    wrapped_run_count: int = 0
-    enabled: bool = True
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+class BatchObserver(Protocol):
+    """What batching reports, under TF Serving's batching_session meanings, to whoever exports
+    metrics (fastserve.metrics); a scheduler without an observer records nothing."""
 
     def task_queued(self, rows: int) -> None:
-        if not self.enabled:
-            return
-        with self._lock:
-            self.input_batch_size.append(rows)
+        """A request of `rows` rows entered a queue (input_batch_size)."""
 
     def batch_run(self, rows: int, padded: int, latencies: list[float]) -> None:
-        if not self.enabled:
-            return
-        with self._lock:
-            self.processed_batch_size.append(padded)
-            self.padding_size.append((padded - rows, padded))
-            self.queuing_latency_micros.extend(latencies)
-            self.wrapped_run_count += 1
-
-    def drain(self) -> BatchMetrics:
-        """The observations so far, leaving this recorder empty (the counter keeps counting)."""
-        with self._lock:
-            taken = BatchMetrics(
-                list(self.queuing_latency_micros),
-                list(self.input_batch_size),
-                list(self.processed_batch_size),
-                list(self.padding_size),
-                self.wrapped_run_count,
-            )
-            self.queuing_latency_micros.clear()
-            self.input_batch_size.clear()
-            self.processed_batch_size.clear()
-            self.padding_size.clear()
-            return taken
+        """A batch of `rows` rows, padded to `padded`, ran; `latencies` are its tasks' queuing
+        times in microseconds (processed_batch_size, padding_size, queuing_latency,
+        wrapped_run_count)."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +66,7 @@ class BatchScheduler:
         self._core = _core.BatchScheduler()
         self._queues: dict[int, _Queue] = {}
         self._lock = threading.Lock()
-        self.metrics = BatchMetrics()
+        self.metrics: BatchObserver | None = None
         self._threads = [
             threading.Thread(target=self._serve, name=f"{thread_pool_name}_{index}", daemon=True)
             for index in range(num_batch_threads)
@@ -149,7 +109,8 @@ class BatchScheduler:
         status = self._core.submit(queue_id, key, task)
         if status != SubmitStatus.OK:
             raise _refusal(status, rows, parameters, self._core.enqueued_batches(queue_id))
-        self.metrics.task_queued(rows)
+        if self.metrics is not None:
+            self.metrics.task_queued(rows)
         if context is not None:
             context.on_cancel(lambda: task.abandon(TaskOutcome.CANCELLED))
         outcome = task.wait(-1.0 if remaining is None else remaining)
@@ -207,8 +168,9 @@ class BatchScheduler:
         padded = _padded_size(rows, queue.parameters)
         inputs = _merge(queue.signature, entries, requests, padded - rows, queue.parameters)
         names = sorted({name for request in requests for name in request.output_names})
-        latencies = [(now - request.queued_at) * 1e6 for request in requests]
-        self.metrics.batch_run(rows, padded, latencies)
+        if self.metrics is not None:
+            latencies = [(now - request.queued_at) * 1e6 for request in requests]
+            self.metrics.batch_run(rows, padded, latencies)
         outputs = queue.servable.run(queue.signature, inputs, names)
         for array in outputs.values():
             if array.ndim == 0:

@@ -12,7 +12,6 @@ Recording is cheap but not free: a server without --monitoring_config_file recor
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -32,7 +31,7 @@ from fastserve.core.states import State
 from fastserve.errors import ServingError
 
 if TYPE_CHECKING:
-    from fastserve.batching import BatchMetrics
+    from fastserve.batching import BatchScheduler
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -74,39 +73,31 @@ class _CountersAsTFServing(Collector):
 
 
 class _BatchingCollector(Collector):
-    """TF Serving's batching_session metrics, from a batch scheduler's recorder: what it
-    recorded since the last scrape is added to the histograms at each scrape."""
+    """TF Serving's batching_session metrics: a batch scheduler's observer (see
+    fastserve.batching.BatchObserver) recording into histograms of fixed size."""
 
-    def __init__(self, recorder: BatchMetrics) -> None:
-        self._recorder = recorder
-        self._lock = threading.Lock()
-        self._runs = 0
+    def __init__(self) -> None:
         prefix = ":tensorflow:serving:batching_session:"
-        self._queuing = Histogram(
+        queuing = Histogram(
             f"{prefix}queuing_latency",
             "Distribution of wall time spent (in microseconds) in queuing",
             ["thread_pool_name"],
             buckets=QUEUING_BUCKETS_MICROS,
             registry=None,
         )
-        self._input = Histogram(
-            f"{prefix}input_batch_size",
-            "Tracks the batch size distribution on the inputs.",
-            buckets=BATCH_SIZE_BUCKETS,
-            registry=None,
+        # The model server's batching sessions have an empty thread pool name label.
+        self._queuing = queuing.labels("")
+        self._histograms: list[Histogram] = [queuing]
+        self._input = self._histogram(
+            f"{prefix}input_batch_size", "Tracks the batch size distribution on the inputs."
         )
-        self._processed = Histogram(
-            f"{prefix}processed_batch_size",
-            "Tracks the batch size distribution on processing.",
-            buckets=BATCH_SIZE_BUCKETS,
-            registry=None,
+        self._processed = self._histogram(
+            f"{prefix}processed_batch_size", "Tracks the batch size distribution on processing."
         )
-        self._padding = Histogram(
+        self._padding = self._histogram(
             f"{prefix}padding_size",
             "Tracks the padding size distribution on batches.",
             ["execution_batch_size"],
-            buckets=BATCH_SIZE_BUCKETS,
-            registry=None,
         )
         self._run_count = Gauge(
             f"{prefix}wrapped_run_count",
@@ -115,21 +106,25 @@ class _BatchingCollector(Collector):
         )
         self.counters = _CountersAsTFServing([self._run_count])
 
+    def _histogram(self, name: str, documentation: str, labels: list[str] | None = None) -> Any:
+        histogram = Histogram(
+            name, documentation, labels or [], buckets=BATCH_SIZE_BUCKETS, registry=None
+        )
+        self._histograms.append(histogram)
+        return histogram
+
+    def task_queued(self, rows: int) -> None:
+        self._input.observe(rows)
+
+    def batch_run(self, rows: int, padded: int, latencies: list[float]) -> None:
+        self._processed.observe(padded)
+        self._padding.labels(str(padded)).observe(padded - rows)
+        for micros in latencies:
+            self._queuing.observe(micros)
+        self._run_count.inc()
+
     def collect(self) -> Iterator[Metric]:
-        with self._lock:
-            drained = self._recorder.drain()
-            # The model server's batching sessions have an empty thread pool name label.
-            queuing = self._queuing.labels("")
-            for micros in drained.queuing_latency_micros:
-                queuing.observe(micros)
-            for rows in drained.input_batch_size:
-                self._input.observe(rows)
-            for padded in drained.processed_batch_size:
-                self._processed.observe(padded)
-            for padding, padded in drained.padding_size:
-                self._padding.labels(str(padded)).observe(padding)
-            self._run_count.set(drained.wrapped_run_count)
-        for histogram in (self._queuing, self._input, self._processed, self._padding):
+        for histogram in self._histograms:
             yield from histogram.collect()
         yield from self.counters.collect()
 
@@ -279,10 +274,13 @@ class Metrics:
                 1 if each is state else 0
             )
 
-    def add_batching(self, recorder: BatchMetrics) -> None:
-        # Nothing scrapes disabled metrics, so nothing would ever drain what it records.
-        recorder.enabled = self.enabled
-        self.registry.register(_BatchingCollector(recorder))
+    def add_batching(self, scheduler: BatchScheduler) -> None:
+        """Exports a batch scheduler's metrics (when enabled: else it records nothing)."""
+        if not self.enabled:
+            return
+        collector = _BatchingCollector()
+        scheduler.metrics = collector
+        self.registry.register(collector)
         self._counter_names.add(":tensorflow:serving:batching_session:wrapped_run_count")
 
     # --- exporting -----------------------------------------------------------------------------

@@ -119,7 +119,7 @@ class Server:
         )
         self.batching = BatchingSetup(options)
         if self.batching.scheduler is not None:
-            self.metrics.add_batching(self.batching.scheduler.metrics)
+            self.metrics.add_batching(self.batching.scheduler)
         self.models = Models(
             self.table,
             self.manager,
