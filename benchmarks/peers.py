@@ -40,40 +40,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-
-try:
-    from targets import Endpoint, Target
-except ModuleNotFoundError as missing:
-    # Until benchmarks/targets.py is merged: the shared interface, the same fields. (Delete
-    # this branch once it is; an error inside targets.py itself is not hidden.)
-    if missing.name != "targets":
-        raise
-
-    @dataclass
-    class Endpoint:  # type: ignore[no-redef]
-        """One way to call a server: what a load generator sends."""
-
-        protocol: str  # "grpc" or "rest"
-        host: str
-        port: int
-        path: str
-        body: bytes  # gRPC: the serialized request message, not framed; REST: the JSON body
-        content_type: str = ""
-
-    class Target(Protocol):  # type: ignore[no-redef]
-        name: str
-
-        def start(self) -> None: ...
-        def stop(self) -> None: ...
-        def endpoints(self, floats: int) -> list[Endpoint]: ...
-        def check(self, floats: int) -> None: ...
-
+from targets import Endpoint, Target
 
 HERE = Path(__file__).resolve().parent
 VENVS = HERE / ".venvs"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,25 @@ def test_core_path_benchmark_runs(tmp_path: Path) -> None:
     text = run_benchmark(tmp_path, "core_path", "--seconds", "0.05", "--threads", "1,2")
     assert "| no batching | 2 |" in text and "| batching | 1 |" in text
     assert "| table lookup + release" in text and "per core / 100,000" in text
+
+
+def test_serving_benchmark_runs(tmp_path: Path) -> None:
+    """Floors and fastserve (half_plus_two, batching off and on), 1 float, 1 and 16 in flight,
+    gRPC through h2load and REST through wrk, a second a cell."""
+    for tool, package in (("h2load", "nghttp2-client"), ("wrk", "wrk")):
+        assert shutil.which(tool), f"{tool} is not installed: apt-get install -y {package}"
+    text = run_benchmark(tmp_path, "serving", "--quick", "--seconds", "1", timeout=600)
+    for row in (
+        "| grpcio floor (echo) | grpc | 1 |",
+        "| Starlette floor (echo) on hypercorn | rest | 1 |",
+        "| fastserve half_plus_two, batching off | grpc | 1 |",
+        "| fastserve half_plus_two, batching off | rest | 1 |",
+        "| fastserve half_plus_two, batching on | grpc | 1 |",
+        "| fastserve half_plus_two, batching on | rest | 1 |",
+        "| half_plus_two | 1 |",  # in-process
+        "| h2load | grpcio floor (echo) | grpc |",
+        "| wrk | Starlette floor (echo) on hypercorn | rest |",
+    ):
+        assert row in text, row
+    assert "## The issue's targets" in text and "| grpcio floor (echo) |" in text
+    assert "## Failures" not in text, text

@@ -85,6 +85,21 @@ def test_tf_model_batched_under_concurrent_grpc_and_rest(
     assert rest_results == [[0.5 * i + 2] for i in range(64)]
 
 
+def test_a_call_without_deadline_is_batched(
+    tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    """grpcio's default call carries no deadline (grpcio reports it as one ~2**63 ns away);
+    it must wait in the batch queue as long as it takes, not expire at once."""
+    config = rows_config(
+        tmp_path, "    batching: {max_batch_size: 8, batch_timeout_micros: 1000}\n"
+    )
+    server = start_server(f"--config={config}")
+    response = server.prediction.Predict(
+        predict_request("rows", {"x": np.array([3.0], np.float32)})
+    )
+    assert tf.make_ndarray(response.outputs["y"]).tolist() == [6.0]
+
+
 def test_concurrent_requests_run_in_shared_batches(
     tmp_path: Path, start_server: Callable[..., ServerProcess]
 ) -> None:

@@ -218,10 +218,19 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
         return response
 
 
+# grpcio reports a call without a deadline as one about 2**63 ns away (gRPC's infinite
+# future); anything this far off is treated as no deadline at all.
+_NO_DEADLINE_SECONDS = 1e9
+
+
 def _run_context(context: grpc.ServicerContext) -> RunContext:
     """The client's deadline, and a cancellation that fires when the RPC ends early (a client
-    that goes away): queued work is then dropped."""
-    run = RunContext.within(context.time_remaining())
+    that goes away): queued work is then dropped. A call without a deadline (grpcio's default,
+    h2load's) has none here either, rather than one too far off for the batch queue's clock."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining > _NO_DEADLINE_SECONDS:
+        remaining = None
+    run = RunContext.within(remaining)
     context.add_callback(run.cancel)
     return run
 
