@@ -39,3 +39,26 @@ def test_batching_benchmark_runs(tmp_path: Path) -> None:
     )
     assert "| batching off |" in text and "| on: max_batch_size 64, timeout 1000 µs" in text
     assert "throughput on / off" in text
+
+
+def test_http_servers_benchmark_runs(tmp_path: Path) -> None:
+    """A second per measurement, 16 connections, both HTTP servers. Needs wrk (Debian's
+    `wrk` package): without it the benchmark fails saying so."""
+    text = run_benchmark(
+        tmp_path,
+        "http_servers",
+        "--seconds",
+        "1",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--connections",
+        "16",
+        "--model",
+        "echo",
+        timeout=600,
+    )
+    assert "| bare Starlette floor | uvicorn | 16 |" in text
+    assert "| fastserve | hypercorn | 16 |" in text
+    assert "## Is wrk the bottleneck?" in text
