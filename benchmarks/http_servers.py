@@ -23,7 +23,7 @@ floor's requests/s, the highest here).
 Nothing asserts on timing. Servers and wrk share this machine's CPUs.
 
     apt-get install -y wrk
-    .venv/bin/python benchmarks/http_servers.py                              # about 3 min
+    .venv/bin/python benchmarks/http_servers.py                              # about 5 min
     .venv/bin/python benchmarks/http_servers.py --seconds 1 --warmup 0 --repeats 1 \\
         --connections 16 --model echo                                         # smoke test
     .venv/bin/python benchmarks/http_servers.py --output benchmarks/results/http_servers.md
