@@ -85,3 +85,26 @@ def test_serving_benchmark_runs(tmp_path: Path) -> None:
         assert row in text, row
     assert "## The issue's targets" in text and "| grpcio floor (echo) |" in text
     assert "## Failures" not in text, text
+
+
+def test_http_servers_benchmark_runs(tmp_path: Path) -> None:
+    """A second per measurement, 16 connections, both HTTP servers. Needs wrk (Debian's
+    `wrk` package): without it the benchmark fails saying so."""
+    text = run_benchmark(
+        tmp_path,
+        "http_servers",
+        "--seconds",
+        "1",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--connections",
+        "16",
+        "--model",
+        "echo",
+        timeout=600,
+    )
+    assert "| bare Starlette floor | uvicorn | 16 |" in text
+    assert "| fastserve | hypercorn | 16 |" in text
+    assert "## Is wrk the bottleneck?" in text

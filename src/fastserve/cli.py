@@ -28,6 +28,13 @@ def _boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _rest_server(text: str) -> str:
+    lowered = text.strip().lower()
+    if lowered not in ("hypercorn", "uvicorn"):
+        raise argparse.ArgumentTypeError(f"expected hypercorn or uvicorn, got {text!r}")
+    return lowered
+
+
 @dataclass(frozen=True)
 class Flag:
     """A command-line flag. `yaml` says whether a --config file's server: section may set it."""
@@ -56,6 +63,13 @@ FLAGS: tuple[Flag, ...] = (
         str,
         "",
         "gRPC server arguments as k=v,k=v (integers passed as integers).",
+    ),
+    Flag(
+        "rest_server",
+        _rest_server,
+        "",
+        "HTTP server of the REST API: uvicorn (HTTP/1.1, the fastest) or hypercorn (also "
+        "HTTP/2). Default: uvicorn, or hypercorn with --ssl_config_file.",
     ),
     Flag("rest_api_num_threads", int, 0, "Threads running REST requests (0: 4 per CPU)."),
     Flag("grpc_max_threads", int, 0, "Threads running gRPC requests (0: 4 per CPU)."),

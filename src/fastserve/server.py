@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
 import signal
-import ssl
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +18,12 @@ from fastserve.core.models import ModelFailures, Models, default_loader
 from fastserve.core.states import State
 from fastserve.core.table import ServableTable
 from fastserve.errors import ServingError
+from fastserve.frontends.http_server import (
+    HttpServerOptions,
+    HttpServerThread,
+    choose_server,
+    describe_server,
+)
 from fastserve.health import Health
 from fastserve.metrics import Metrics, prometheus_path
 from fastserve.reload import ConfigFileWatcher
@@ -70,6 +71,7 @@ class ServerOptions:
     monitoring_config_file: str = ""
     enable_grpc_healthcheck_service: bool = False
     access_log: bool = False
+    rest_server: str = ""  # "hypercorn" or "uvicorn"; "": uvicorn, or hypercorn with TLS
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     ssl_config_file: str = ""
     enable_model_warmup: bool = True
@@ -98,6 +100,10 @@ class Server:
                 self.ssl_config = read_ssl_config(options.ssl_config_file)
             except ConfigError as error:
                 raise StartupError(str(error)) from None
+        try:
+            self.rest_server = choose_server(options.rest_server, self.ssl_config is not None)
+        except ValueError as error:
+            raise StartupError(str(error)) from None
         self.table = ServableTable()
         self.manager = Manager(
             self.table,
@@ -142,7 +148,7 @@ class Server:
         self.grpc_port: int | None = None
         self.rest_port: int | None = None
         self._grpc_server: Any = None
-        self._rest: _RestThread | None = None
+        self._rest: HttpServerThread | None = None
 
     def _transition(
         self, model: str, version: int, state: State, error: ServingError | None, took: float
@@ -241,18 +247,22 @@ class Server:
                         max_request_bytes=options.max_request_bytes,
                     ),
                 )
-                self._rest = _RestThread(
+                self._rest = HttpServerThread(
                     app,
-                    options.host,
-                    options.rest_api_port,
-                    _default_threads(options.rest_api_num_threads),
-                    options.shutdown_grace_seconds,
-                    self._frontend_failed,
-                    server_context(self.ssl_config) if self.ssl_config else None,
-                    access_log=options.access_log,
+                    HttpServerOptions(
+                        host=options.host,
+                        port=options.rest_api_port,
+                        server=self.rest_server,
+                        num_threads=_default_threads(options.rest_api_num_threads),
+                        grace=options.shutdown_grace_seconds,
+                        ssl_context=server_context(self.ssl_config) if self.ssl_config else None,
+                        access_log=options.access_log,
+                    ),
+                    on_failure=self._frontend_failed,
                 )
                 self.rest_port = self._rest.start()
                 log.info("Exporting HTTP/REST API at:%s:%d ...", options.host, self.rest_port)
+                log.info("REST HTTP server: %s", describe_server(self.rest_server))
         except (OSError, ValueError) as error:
             self.stop()
             raise StartupError(str(error)) from None
@@ -364,107 +374,3 @@ class BatchingSetup:
     def stop(self) -> None:
         if self.scheduler is not None:
             self.scheduler.stop()
-
-
-class _RestThread:
-    """Hypercorn serving the REST app on its own event loop, in its own thread."""
-
-    def __init__(
-        self,
-        app: Any,
-        host: str,
-        port: int,
-        num_threads: int,
-        grace: float,
-        on_failure: Callable[[], None],
-        ssl_context: ssl.SSLContext | None = None,
-        access_log: bool = False,
-    ) -> None:
-        self._app = app
-        self._access_log = access_log
-        self._ssl_context = ssl_context
-        self._on_failure = on_failure
-        self._grace = grace
-        self._host = host
-        self._port = port
-        self._num_threads = num_threads
-        self._loop = asyncio.new_event_loop()
-        self._stopping: asyncio.Event | None = None
-        self._bound = threading.Event()
-        self._failure: BaseException | None = None
-        self._port_bound = 0
-        self._thread = threading.Thread(target=self._run, name="fastserve-rest", daemon=True)
-
-    def start(self) -> int:
-        self._thread.start()
-        self._bound.wait()
-        if self._failure is not None:
-            raise OSError(f"cannot serve REST on {self._host}:{self._port}: {self._failure}")
-        return self._port_bound
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._serve())
-        except BaseException as error:  # reported to start() or logged
-            if not self._bound.is_set():
-                self._failure = error
-                self._bound.set()
-            else:
-                log.exception("the REST server stopped with an error; stopping fastserve")
-                self._on_failure()
-        finally:
-            self._loop.close()
-
-    async def _serve(self) -> None:
-        import anyio.to_thread
-        from hypercorn.asyncio.run import worker_serve
-        from hypercorn.utils import wrap_app
-
-        anyio.to_thread.current_default_thread_limiter().total_tokens = self._num_threads
-        self._stopping = asyncio.Event()
-        config = _hypercorn_config(self._ssl_context)
-        config.bind = [
-            f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
-        ]
-        # Off by default; with --access_log one line per request (Hypercorn's format).
-        config.accesslog = logging.getLogger("fastserve.access") if self._access_log else None
-        config.errorlog = logging.getLogger("fastserve.rest")
-        config.graceful_timeout = self._grace
-        config.keep_alive_timeout = 75.0
-        # Bind before serving, so that a port in use fails start() at once, with the reason.
-        sockets = config.create_sockets()
-        # With TLS, Hypercorn puts the bind addresses' sockets among the secure ones.
-        bound = sockets.secure_sockets or sockets.insecure_sockets
-        self._port_bound = bound[0].getsockname()[1]
-        self._bound.set()
-        app = wrap_app(self._app, config.wsgi_max_body_size, "asgi")
-        await worker_serve(app, config, sockets=sockets, shutdown_trigger=self._stopping.wait)
-
-    def stop(self, grace: float) -> None:
-        if self._stopping is not None and not self._loop.is_closed():
-            # The loop may close between the check and the call: then it has stopped anyway.
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._stopping.set)
-        self._thread.join(grace + 5.0)
-
-
-def _hypercorn_config(ssl_context: ssl.SSLContext | None) -> Any:
-    """Hypercorn's Config, serving HTTPS with `ssl_context` when one is given. Hypercorn would
-    build its context from key and certificate files; ours comes from the SSLConfig's PEM
-    contents, so it is handed over as it is, with Hypercorn's ciphers and ALPN (h2, http/1.1)."""
-    from hypercorn.config import Config
-
-    class _Config(Config):
-        @property
-        def ssl_enabled(self) -> bool:
-            return ssl_context is not None
-
-        def create_ssl_context(self) -> ssl.SSLContext | None:
-            return ssl_context
-
-    config = _Config()
-    if ssl_context is not None:
-        ssl_context.set_ciphers(config.ciphers)
-        ssl_context.set_alpn_protocols(config.alpn_protocols)
-    return config
