@@ -65,6 +65,7 @@ class ServerProcess:
         self._reader.start()
         self._channel: grpc.Channel | None = None
         self._http: httpx.Client | None = None
+        self._clients_lock = threading.Lock()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -118,11 +119,14 @@ class ServerProcess:
 
     # --- clients -----------------------------------------------------------------------------
 
+    # Clients are made on first use, under a lock: tests call from many threads at once.
+
     @property
     def channel(self) -> grpc.Channel:
-        if self._channel is None:
-            self._channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
-        return self._channel
+        with self._clients_lock:
+            if self._channel is None:
+                self._channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+            return self._channel
 
     @property
     def prediction(self) -> prediction_service_pb2_grpc.PredictionServiceStub:
@@ -138,9 +142,10 @@ class ServerProcess:
 
     @property
     def http(self) -> httpx.Client:
-        if self._http is None:
-            self._http = httpx.Client(base_url=self.rest_url, timeout=60)
-        return self._http
+        with self._clients_lock:
+            if self._http is None:
+                self._http = httpx.Client(base_url=self.rest_url, timeout=60)
+            return self._http
 
     def close_clients(self) -> None:
         if self._channel is not None:
