@@ -100,6 +100,17 @@ class InferenceAPI:
             raise invalid_argument("ModelSpec has no name specified.")
         return self._table.acquire(spec.name, spec.version, spec.label)
 
+    def queues(self, name: str) -> bool:
+        """Whether the latest version of `name` queues its requests (batching): a caller
+        then waits for others' requests too, so it must not hold an event loop meanwhile."""
+        handle = self._acquire_latest(name)
+        if handle is None:
+            return False
+        try:
+            return bool(handle.servable.queues_requests)
+        finally:
+            handle.release()
+
     def resolve(self, spec: ModelSpec, *, rest: bool = False) -> Resolved:
         """Holds the version `spec` names and finds its signature ("" means serving_default).
 

@@ -272,6 +272,8 @@ class BatchingServable(Servable):
     """A servable whose requests go through batch queues (one per signature, made on first
     use). Requests that cannot be batched (no inputs, or a scalar input) run on their own."""
 
+    queues_requests = True
+
     def __init__(
         self, inner: Servable, scheduler: BatchScheduler, parameters: BatchingParameters
     ) -> None:

@@ -75,6 +75,8 @@ class RestOptions:
     metrics_path: str | None = None
     health: Health | None = None
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    # Requests of a model whose recent runs took less than this run on the event loop.
+    inline_seconds: float = 0.0005
 
 
 # TF Serving's limit on a gunzipped request body (its zlib wrapper's kMaxUncompressedBytes).
@@ -154,7 +156,67 @@ def _too_large(size: int, limit: int) -> Response:
     return _json(json_tensors.error_body(message), 413)
 
 
-def _retrieve(task: asyncio.Future[bytes]) -> None:
+# Bodies larger than this never run on the event loop (their decoding alone takes time).
+_INLINE_MAX_BODY = 64 * 1024
+
+
+class _InlinePolicy:
+    """Which requests run on the event loop instead of a worker thread.
+
+    Handing a request to a worker thread and back costs two thread switches, and the worker
+    then competes with the event loop for the GIL: for a model that answers in microseconds
+    this costs more than the model. So requests of a (model, verb) whose recent runs took
+    less than `threshold` seconds (an exponential average), nearly all of it computing on
+    the calling thread, run inline. The first request of each kind and slower ones go to the
+    worker threads, and a slow request inline moves its kind back there. Work that mostly
+    waits (a servable waiting on another thread or process) does not run inline: the loop
+    would wait with it; nor do a batched model's requests (the caller checks). 0 turns this
+    off.
+    """
+
+    _WEIGHT = 0.2
+    _MAX_KEYS = 10_000  # keys come from clients' requests: keep them bounded
+
+    def __init__(self, threshold: float) -> None:
+        self._threshold = threshold
+        self._average: dict[object, tuple[float, float]] = {}  # key -> (wall, waiting)
+
+    def allows(self, key: object) -> bool:
+        average = self._average.get(key)
+        if average is None:
+            return False
+        wall, waiting = average
+        return wall < self._threshold and waiting < self._threshold / 2
+
+    def observe(self, key: object, wall: float, cpu: float) -> None:
+        if self._threshold <= 0:
+            return
+        waiting = max(0.0, wall - cpu)
+        average = self._average.get(key)
+        if average is None:
+            if len(self._average) < self._MAX_KEYS:
+                self._average[key] = (wall, waiting)
+            return
+        weight = self._WEIGHT
+        self._average[key] = (
+            average[0] + weight * (wall - average[0]),
+            average[1] + weight * (waiting - average[1]),
+        )
+
+    def observe_task(self, key: object, task: asyncio.Future[tuple[bytes, float, float]]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            _, wall, cpu = task.result()
+            self.observe(key, wall, cpu)
+
+
+def _timed(work: Callable[..., bytes], *args: Any) -> tuple[bytes, float, float]:
+    """Runs `work`; its result, wall seconds and this thread's CPU seconds."""
+    started, cpu = time.perf_counter(), time.thread_time()
+    body = work(*args)
+    return body, time.perf_counter() - started, time.thread_time() - cpu
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
     """Collects the outcome of work whose client stopped waiting for it (or asyncio would
     log it as never retrieved)."""
     if not task.cancelled():
@@ -256,18 +318,35 @@ def create_app(api: InferenceAPI, tasks: Tasks, options: RestOptions | None = No
         response.headers.update(extra_headers)
         return response
 
-    async def run(work: Callable[..., bytes], *args: Any) -> tuple[Response, str]:
-        """The response, and the status name the metrics count it under."""
+    async def run(
+        work: Callable[..., bytes], *args: Any, inline_key: tuple[str, str] | None = None
+    ) -> tuple[Response, str]:
+        """The response, and the status name the metrics count it under. Work whose recent
+        runs under `inline_key` were quick runs on the event loop (see _InlinePolicy)."""
         # The request's deadline and cancellation reach queued work (a batch queue drops
         # a task whose client went away or whose deadline passed).
         context = RunContext.within(timeout)
+        if inline_key is not None and inline.allows(inline_key) and not api.queues(inline_key[0]):
+            started, cpu = time.perf_counter(), time.thread_time()
+            try:
+                body = work(*args, context)
+                return respond(_json(body)), "OK"
+            except ServingError as error:
+                return respond(_error(error)), status_name(error)
+            except Exception as error:  # a bug of ours: answer 500, keep serving
+                return respond(_error(internal(f"{type(error).__name__}: {error}"))), "INTERNAL"
+            finally:
+                wall = time.perf_counter() - started
+                inline.observe(inline_key, wall, time.thread_time() - cpu)
         # Shielded: a request that times out, or whose client goes away, keeps its worker
         # thread until its work returns (work not started returns at once, see RunContext),
         # so --rest_api_num_threads bounds the threads busy with requests.
-        task = asyncio.ensure_future(run_in_threadpool(work, *args, context))
+        task = asyncio.ensure_future(run_in_threadpool(_timed, work, *args, context))
         task.add_done_callback(_retrieve)
+        if inline_key is not None:
+            task.add_done_callback(lambda done: inline.observe_task(inline_key, done))
         try:
-            body = await asyncio.wait_for(asyncio.shield(task), timeout)
+            body, _, _ = await asyncio.wait_for(asyncio.shield(task), timeout)
             return respond(_json(body)), "OK"
         except ServingError as error:
             return respond(_error(error)), status_name(error)
@@ -282,6 +361,7 @@ def create_app(api: InferenceAPI, tasks: Tasks, options: RestOptions | None = No
         except BaseException as error:  # a bug of ours: answer 500, keep serving
             return respond(_error(internal(f"{type(error).__name__}: {error}"))), "INTERNAL"
 
+    inline = _InlinePolicy(options.inline_seconds)
     metrics = api.metrics
     health = options.health
     limit = options.max_request_bytes
@@ -343,7 +423,9 @@ def create_app(api: InferenceAPI, tasks: Tasks, options: RestOptions | None = No
                         body = _decoded_body(encoding, raw)
                         return handler(name, parsed, label, body, context)
 
-                    response, status = await run(work)
+                    # Small bodies of a model whose requests are quick may run inline.
+                    key = (name, verb) if len(raw) <= _INLINE_MAX_BODY else None
+                    response, status = await run(work, inline_key=key)
                     micros = (time.perf_counter() - started) * 1e6
                     metrics.request(name, verb.capitalize(), "REST", status, micros)
                     return response

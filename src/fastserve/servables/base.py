@@ -137,6 +137,8 @@ class Servable(abc.ABC):
 
     # What computes: the `runtime` label of the runtime_latency metric.
     runtime: str = "unknown"
+    # Whether run() waits for other requests (a batch queue) rather than just computing.
+    queues_requests: bool = False
 
     @property
     @abc.abstractmethod
