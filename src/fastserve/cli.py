@@ -440,9 +440,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("fastserve").info("fastserve is ready")
     while not stopping.wait(3600):
         pass
-    finished = server.stop()
-    code = 1 if server.failed else 0
     logger = logging.getLogger("fastserve")
+    # Whatever happens in shutdown (a library thread that never ends would keep the
+    # interpreter from exiting), the process is gone shortly after the grace.
+    outcome = [1]
+    watchdog = threading.Timer(
+        settings["shutdown_grace_seconds"] + 15.0, _force_exit, args=(outcome, logger)
+    )
+    watchdog.daemon = True
+    watchdog.start()
+    finished = server.stop()
+    code = outcome[0] = 1 if server.failed else 0
     if finished:
         logger.info("fastserve stopped")
         return code
@@ -453,6 +461,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.shutdown()
     os._exit(code)
+
+
+def _force_exit(outcome: list[int], logger: logging.Logger) -> None:
+    logger.warning("the process did not exit after shutdown; exiting now")
+    logging.shutdown()
+    os._exit(outcome[0])
 
 
 if __name__ == "__main__":
