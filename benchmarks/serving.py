@@ -303,11 +303,10 @@ class Fastserve:
 
 
 def fastserve_rest_servers() -> list[str]:
-    """The HTTP servers `fastserve --rest_server` offers (none: the flag does not exist yet,
-    and fastserve's REST runs on Hypercorn)."""
-    done = subprocess.run([FASTSERVE, "--help"], capture_output=True, text=True, check=False)
-    match = re.search(r"--rest_server \{([\w,]+)\}", done.stdout)
-    return match.group(1).split(",") if match else []
+    """The HTTP servers `fastserve --rest_server` offers."""
+    from fastserve.frontends.http_server import SERVERS
+
+    return list(SERVERS)
 
 
 def load_peers(base_path: Path) -> list[Target]:
