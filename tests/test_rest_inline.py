@@ -41,3 +41,48 @@ def test_zero_turns_inlining_off_and_keys_are_bounded() -> None:
         policy.observe((f"m{index}", "predict"), 0.0001, 0.0001)
     assert policy.allows(("m0", "predict"))
     assert not policy.allows((f"m{_InlinePolicy._MAX_KEYS + 1}", "predict"))
+
+
+THREAD_MODEL = """
+    import threading
+
+    from fastserve.servables.python import signature, tensor
+
+
+    @signature(inputs={"x": tensor("float32", [-1])}, outputs={"y": tensor("float32", [-1])})
+    def serving_default(x):
+        # 1 where the request ran on the REST event loop's own thread, 0 on a worker thread.
+        return {"y": x * 0 + float(threading.current_thread().name == "fastserve-rest")}
+"""
+
+
+def _on_the_loop(start_server, tmp_path, *flags: str) -> list[float]:  # type: ignore[no-untyped-def]
+    from support import models
+
+    models.python_model(tmp_path / "where" / "1", THREAD_MODEL)
+    config = tmp_path / "models.yaml"
+    config.write_text(
+        f"models:\n  - {{name: where, base_path: {tmp_path / 'where'}, model_platform: python}}\n"
+    )
+    server = start_server(f"--config={config}", *flags)
+    answers = [
+        server.http.post("/v1/models/where:predict", json={"instances": [0.0]}).json()
+        for _ in range(20)
+    ]
+    return [answer["predictions"][0] for answer in answers]
+
+
+def test_a_quick_model_runs_on_the_event_loop_after_its_first_request(
+    start_server,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    where = _on_the_loop(start_server, tmp_path)
+    assert where[0] == 0.0  # the first request of a kind runs on a worker thread
+    assert 1.0 in where  # quick runs move its kind onto the loop
+
+
+def test_rest_inline_micros_zero_keeps_every_request_on_the_threads(
+    start_server,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    assert _on_the_loop(start_server, tmp_path, "--rest_inline_micros=0") == [0.0] * 20

@@ -72,6 +72,13 @@ FLAGS: tuple[Flag, ...] = (
         "HTTP/2). Default: uvicorn, or hypercorn with --ssl_config_file.",
     ),
     Flag("rest_api_num_threads", int, 0, "Threads running REST requests (0: 4 per CPU)."),
+    Flag(
+        "rest_inline_micros",
+        int,
+        500,
+        "REST requests of a model whose recent runs computed for less than this run on the "
+        "event loop, not a worker thread; 0 turns it off.",
+    ),
     Flag("grpc_max_threads", int, 0, "Threads running gRPC requests (0: 4 per CPU)."),
     Flag("model_name", str, "default", "Name of the model served from --model_base_path.", False),
     Flag("model_base_path", str, "", "Folder of the model's numbered version folders.", False),

@@ -72,6 +72,7 @@ class ServerOptions:
     enable_grpc_healthcheck_service: bool = False
     access_log: bool = False
     rest_server: str = ""  # "hypercorn" or "uvicorn"; "": uvicorn, or hypercorn with TLS
+    rest_inline_micros: int = 500
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     ssl_config_file: str = ""
     enable_model_warmup: bool = True
@@ -245,6 +246,7 @@ class Server:
                         metrics_path=self.metrics_path,
                         health=self.health,
                         max_request_bytes=options.max_request_bytes,
+                        inline_seconds=max(0, options.rest_inline_micros) / 1e6,
                     ),
                 )
                 self._rest = HttpServerThread(
