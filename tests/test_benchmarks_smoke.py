@@ -74,10 +74,13 @@ def test_serving_benchmark_runs(tmp_path: Path) -> None:
     for row in (
         "| grpcio floor (echo) | grpc | 1 |",
         "| Starlette floor (echo) on hypercorn | rest | 1 |",
-        "| fastserve half_plus_two, batching off | grpc | 1 |",
-        "| fastserve half_plus_two, batching off | rest | 1 |",
-        "| fastserve half_plus_two, batching on | grpc | 1 |",
-        "| fastserve half_plus_two, batching on | rest | 1 |",
+        "| Starlette floor (echo) on uvicorn | rest | 1 |",
+        # fastserve's REST on its default HTTP server, and on the other one against its floor
+        "| fastserve half_plus_two, batching off, REST on uvicorn | grpc | 1 |",
+        "| fastserve half_plus_two, batching off, REST on uvicorn | rest | 1 |",
+        "| fastserve half_plus_two, batching off, REST on hypercorn | rest | 1 |",
+        "| fastserve half_plus_two, batching on, REST on uvicorn | grpc | 1 |",
+        "| fastserve half_plus_two, batching on, REST on uvicorn | rest | 1 |",
         "| half_plus_two | 1 |",  # in-process
         "| h2load | grpcio floor (echo) | grpc |",
         "| wrk | Starlette floor (echo) on hypercorn | rest |",
