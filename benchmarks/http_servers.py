@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import resource
 import shlex
@@ -49,7 +48,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import machine_description, publish
+from common import ServerProcess, machine_description, publish
 
 REPO = Path(__file__).resolve().parent.parent
 FASTSERVE = str(Path(sys.executable).with_name("fastserve"))
@@ -58,7 +57,6 @@ SERVERS = ("hypercorn", "uvicorn")
 MODEL = "half_plus_two"
 PATH = f"/v1/models/{MODEL}:predict"
 BODY = b'{"instances": [1.0]}'
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 FLOOR_ANSWER = b'{"predictions": [2.5]}'
 LUA = f"""\
 wrk.method = "POST"
@@ -99,53 +97,20 @@ def serve_floor(server: str) -> int:
 # --- the servers --------------------------------------------------------------------------------
 
 
-class Process:
-    """A server process (the floor, or fastserve) whose output is collected."""
+class Process(ServerProcess):
+    """A server process (the floor, or fastserve) whose output is collected; the floor
+    prints the port it listens on."""
 
     def __init__(self, name: str, server: str, args: list[str], ready: str) -> None:
-        self.name = name
         self.server = server
         self.port = 0
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
-        self.process = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        )
-        self.lines: list[str] = []
-        self._ready_text = ready
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__(args, ready, f"{name} on {server}", on_line=self._port_from)
+        self.name = name
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-            found = re.search(r"listening on (\d+)", line)
-            if found:
-                self.port = int(found.group(1))
-            if self._ready_text in line:
-                self._ready.set()
-        self._ready.set()
-
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        if not self._ready.wait(timeout) or self.process.poll() is not None:
-            self.stop()
-            output = "\n".join(self.lines[-40:])
-            raise RuntimeError(f"{self.name} on {self.server} did not start:\n{output}")
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(30)
-        self._reader.join(10)
+    def _port_from(self, line: str) -> None:
+        found = re.search(r"listening on (\d+)", line)
+        if found:
+            self.port = int(found.group(1))
 
 
 def start_floor(server: str) -> Process:

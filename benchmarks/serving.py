@@ -30,12 +30,10 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +42,7 @@ from typing import Any
 
 import loadgen
 import numpy as np
-from common import machine_description, publish
+from common import ServerProcess, cpu_seconds, machine_description, publish
 from loadgen import LoadResult
 from targets import (
     PREDICT_PATH,
@@ -62,7 +60,6 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 FASTSERVE = str(Path(sys.executable).with_name("fastserve"))
 READY_LINE = "fastserve is ready"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAYLOADS = (1, 1_000, 100_000)
 CONCURRENCIES = (1, 16, 64)
 MLP = "mlp"
@@ -80,54 +77,6 @@ BATCHING = {
 BATCHING_THREADS = 64
 
 
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-class _Process:
-    """A server subprocess whose output is collected; ready when a line matches."""
-
-    def __init__(self, args: list[str], ready: str, env: dict[str, str] | None = None):
-        self.args = args
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
-        self.process = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        )
-        self.lines: list[str] = []
-        self._ready_text = ready
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if self._ready_text in line:
-                self._ready.set()
-        self._ready.set()
-
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        if not self._ready.wait(timeout) or self.process.poll() is not None:
-            self.stop()
-            output = "\n".join(self.lines[-40:])
-            raise RuntimeError(f"{shlex.join(self.args[:3])} did not become ready:\n{output}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(30)
-        self._reader.join(10)
-
-
 # --- targets --------------------------------------------------------------------------------
 
 
@@ -143,12 +92,12 @@ class GrpcFloor:
     def __init__(self) -> None:
         self.name = "grpcio floor (echo)"
         self.port = 0
-        self._server: _Process | None = None
+        self._server: ServerProcess | None = None
 
     def start(self) -> None:
         self.port = free_port()
         script = str(HERE / "floors" / "grpc_echo.py")
-        self._server = _Process([sys.executable, script, f"--port={self.port}"], "ready ")
+        self._server = ServerProcess([sys.executable, script, f"--port={self.port}"], "ready ")
         self._server.wait_ready()
 
     def stop(self) -> None:
@@ -176,13 +125,13 @@ class StarletteFloor:
         self.server = server
         self.name = f"Starlette floor (echo) on {server}"
         self.port = 0
-        self._process: _Process | None = None
+        self._process: ServerProcess | None = None
 
     def start(self) -> None:
         self.port = free_port()
         script = str(HERE / "floors" / "starlette_echo.py")
         args = [sys.executable, script, f"--server={self.server}", f"--port={self.port}"]
-        self._process = _Process(args, "ready ")
+        self._process = ServerProcess(args, "ready ")
         self._process.wait_ready()
 
     def stop(self) -> None:
@@ -229,7 +178,7 @@ class Fastserve:
         self.name = f"fastserve {model}, {label}{on}"
         self.payloads = (MLP_WIDTH,) if model == MLP else PAYLOADS
         self.grpc_port = self.rest_port = 0
-        self._process: _Process | None = None
+        self._process: ServerProcess | None = None
         self.args: list[str] = []
 
     def start(self) -> None:
@@ -255,7 +204,7 @@ class Fastserve:
                 f"--rest_api_num_threads={BATCHING_THREADS}",
             ]
         self.args = args
-        self._process = _Process(args, READY_LINE)
+        self._process = ServerProcess(args, READY_LINE)
         self._process.wait_ready()
 
     def stop(self) -> None:
@@ -409,7 +358,7 @@ def _has_pids(target: Any) -> bool:
 
 def _server_cpu(target: Any) -> float:
     pids = getattr(target, "pids", lambda: [])()
-    return sum(_cpu_seconds(pid) for pid in pids)
+    return sum(cpu_seconds(pid) for pid in pids)
 
 
 def measure_target(target: Any, args: argparse.Namespace, run: Run) -> None:
