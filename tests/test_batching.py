@@ -3,8 +3,10 @@ its own rows, whatever mix of sizes, signatures, filters, deadlines and failures
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -427,3 +429,23 @@ def test_nothing_is_recorded_when_the_servers_metrics_are_off(
     call(servable, "serving_default", np.array([1, 2, 3], np.float32), np.array([1, 2, 3]))
     Metrics(enabled=True).add_batching(scheduler)
     assert scheduler.metrics is not None
+
+
+def test_an_unloaded_version_is_not_kept_alive_by_the_scheduler(model_dir: Path) -> None:
+    """Regression: the scheduler kept each removed queue's entry, and with it the version's
+    servable (for TensorFlow its graph), for as long as the server ran."""
+    scheduler = BatchScheduler(1)
+    try:
+        inner = PythonLoader().load(str(model_dir), LoadOptions())
+        alive = weakref.ref(inner)
+        servable = BatchingServable(
+            inner, scheduler, BatchingParameters(max_batch_size=8).checked()
+        )
+        result = call(servable, "serving_default", np.ones(2, np.float32), np.zeros(2, np.int64))
+        assert result["y"].tolist() == [2.0, 2.0]
+        servable.unload()
+        del servable, inner, result
+        gc.collect()
+        assert alive() is None
+    finally:
+        scheduler.stop()

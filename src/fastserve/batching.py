@@ -91,8 +91,12 @@ class BatchScheduler:
         return queue_id
 
     def remove_queue(self, queue_id: int) -> None:
-        """No new tasks; queued ones still run."""
+        """No new tasks, and the queue's entry goes at once with the servable it holds (for
+        TensorFlow, its graph). The caller (BatchingServable.unload) calls this after every
+        request of the version returned, so no batch of it can still run."""
         self._core.remove_queue(queue_id)
+        with self._lock:
+            self._queues.pop(queue_id, None)
 
     def submit(
         self,
@@ -144,21 +148,28 @@ class BatchScheduler:
             batch = self._core.next_batch()
             if batch is None:
                 return
-            queue_id, _, rows, entries = batch
-            with self._lock:
-                queue = self._queues.get(queue_id)
-            try:
-                if queue is None:
-                    raise internal(f"batch of an unknown queue {queue_id}")
-                self._run(queue, rows, entries)
-            except BaseException as error:  # every task of this batch, and only these, fail
-                failure = (
-                    error
-                    if isinstance(error, ServingError)
-                    else internal(f"{type(error).__name__}: {error}")
-                )
-                for task, _, _, _ in entries:
-                    task.fail(failure)
+            self._run_batch(*batch)
+            # Nothing of the batch (its queue's servable, its tasks) stays referenced here
+            # while this thread waits for the next one.
+            del batch
+
+    def _run_batch(
+        self, queue_id: int, _key: str, rows: int, entries: list[tuple[_core.Task, int, int, int]]
+    ) -> None:
+        with self._lock:
+            queue = self._queues.get(queue_id)
+        try:
+            if queue is None:
+                raise internal(f"batch of an unknown queue {queue_id}")
+            self._run(queue, rows, entries)
+        except BaseException as error:  # every task of this batch, and only these, fail
+            failure = (
+                error
+                if isinstance(error, ServingError)
+                else internal(f"{type(error).__name__}: {error}")
+            )
+            for task, _, _, _ in entries:
+                task.fail(failure)
 
     def _run(
         self, queue: _Queue, rows: int, entries: list[tuple[_core.Task, int, int, int]]
