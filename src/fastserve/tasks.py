@@ -250,11 +250,11 @@ def run_multi_inference(
     check_method_names: bool = False,
 ) -> list[tuple[Signature, Classifications | Regressions]]:
     """TF Serving's MultiInference on one servable: every task (all naming the first task's
-    model), one pass over the input; each task's signature and result, in task order."""
+    model), one pass over the input feeding every task's input tensor; each task's signature
+    and result, in task order."""
     first = tasks[0][0].name if tasks else ""
     plans: list[tuple[Signature, str, list[str]]] = []
     seen: set[str] = set()
-    input_tensor = ""
     for spec, method in tasks:
         if not spec.name:
             raise invalid_argument("Found ModelSpec with an empty model name.")
@@ -275,11 +275,11 @@ def run_multi_inference(
             outputs = regression_outputs(signature, check_method_names)
         else:
             raise ServingError(Code.UNIMPLEMENTED, f"Unsupported signature method_name: {method}")
-        tensor = signature.inputs[INPUTS].name
-        if input_tensor and tensor != input_tensor:
-            raise invalid_argument("Input tensor must be the same for all Signatures.")
-        input_tensor = tensor
         plans.append((signature, method, outputs))
+    # As TF Serving does since 2020, the examples feed every task's input tensor in one run:
+    # a TF2 SavedModel gives each signature its own (regress_x_to_y_inputs:0, ...), a TF1
+    # model usually shares one. An input tensor that cannot take serialized examples (a
+    # float) is refused before anything runs, with Predict's dtype message.
     inputs = {INPUTS: _examples_tensor(examples or [])}
     for signature, _, _ in plans:
         check_inputs(signature, inputs)

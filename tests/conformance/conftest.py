@@ -18,6 +18,10 @@ def testdata(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Pat
     store.install(
         store.tf_serving_half_plus_two(), root / "saved_model_half_plus_two_cpu" / "00000123"
     )
+    store.install(
+        store.tf_serving_half_plus_two_tf2(),
+        root / "saved_model_half_plus_two_tf2_cpu" / "00000123",
+    )
     store.install(store.half_plus_three(), root / "saved_model_half_plus_three" / "00000123")
     store.install(store.counter(), root / "saved_model_counter" / "00000123")
     return root
@@ -41,3 +45,25 @@ def tfs(testdata: Path, socket_path: Path) -> Iterator[ServerProcess]:
     ).ready()
     yield process
     assert process.terminate() == 0, process.output
+
+
+@pytest.fixture(scope="session")
+def tfs_tf2(testdata: Path) -> Iterator[ServerProcess]:
+    """TF Serving's _GetSavedModelHalfPlusTwoTf2 served as model "default"."""
+    process = ServerProcess(
+        [
+            "--model_name=default",
+            f"--model_base_path={testdata / 'saved_model_half_plus_two_tf2_cpu'}",
+        ]
+    ).ready()
+    yield process
+    assert process.terminate() == 0, process.output
+
+
+@pytest.fixture(params=["tf1", "tf2"])
+def tfs_any(request: pytest.FixtureRequest) -> ServerProcess:
+    """The TF1 and the TF2 half_plus_two in turn (TF Serving's testClassify and
+    testClassifyTf2, and their Regress and MultiInference twins)."""
+    name = "tfs" if request.param == "tf1" else "tfs_tf2"
+    server: ServerProcess = request.getfixturevalue(name)
+    return server

@@ -94,12 +94,12 @@ def test_get_model_metadata(tfs: ServerProcess) -> None:
     assert "signature_def" in result.metadata
 
 
-def test_classify(tfs: ServerProcess) -> None:
+def test_classify(tfs_any: ServerProcess) -> None:
     request = classification_pb2.ClassificationRequest()
     request.model_spec.name = "default"
     request.model_spec.signature_name = "classify_x_to_y"
     x_example(request.input)
-    result = tfs.prediction.Classify(request, timeout=20)
+    result = tfs_any.prediction.Classify(request, timeout=20)
     assert len(result.result.classifications) == 1
     assert len(result.result.classifications[0].classes) == 1
     assert result.result.classifications[0].classes[0].score == 3.0
@@ -111,12 +111,12 @@ def test_classify(tfs: ServerProcess) -> None:
     assert result.model_spec.version.value == VERSION
 
 
-def test_regress(tfs: ServerProcess) -> None:
+def test_regress(tfs_any: ServerProcess) -> None:
     request = regression_pb2.RegressionRequest()
     request.model_spec.name = "default"
     request.model_spec.signature_name = "regress_x_to_y"
     x_example(request.input)
-    result = tfs.prediction.Regress(request, timeout=20)
+    result = tfs_any.prediction.Regress(request, timeout=20)
     assert len(result.result.regressions) == 1
     assert result.result.regressions[0].value == 3.0
     assert (result.model_spec.name, result.model_spec.signature_name) == (
@@ -126,7 +126,7 @@ def test_regress(tfs: ServerProcess) -> None:
     assert result.model_spec.version.value == VERSION
 
 
-def test_multi_inference(tfs: ServerProcess) -> None:
+def test_multi_inference(tfs_any: ServerProcess) -> None:
     request = inference_pb2.MultiInferenceRequest()
     for signature, method in (
         ("regress_x_to_y", "tensorflow/serving/regress"),
@@ -137,7 +137,7 @@ def test_multi_inference(tfs: ServerProcess) -> None:
         task.model_spec.signature_name = signature
         task.method_name = method
     x_example(request.input)
-    result = tfs.prediction.MultiInference(request, timeout=20)
+    result = tfs_any.prediction.MultiInference(request, timeout=20)
     assert len(result.results) == 2
     assert result.results[0].regression_result.regressions[0].value == 3.0
     assert result.results[1].classification_result.classifications[0].classes[0].score == 3.0

@@ -195,6 +195,67 @@ def half_plus_two_tf2(export_dir: Path, add: float = 2.0) -> None:
     tf.saved_model.save(module, str(export_dir), signatures={"serving_default": module.serve})
 
 
+def half_plus_two_tf2_signatures(export_dir: Path) -> None:
+    """TF Serving's saved_model_half_plus_two_tf2_cpu, rebuilt with tf.Module: the TF1 model's
+    signatures, but each its own concrete function, so each has its own input tensor
+    (regress_x_to_y_inputs:0, classify_x_to_y_inputs:0, ...): serving_default (x [1] -> y),
+    regress_x_to_y, regress_x_to_y2 and classify_x_to_y over serialized tf.Examples,
+    regress_x2_to_y3 and classify_x2_to_y3 over a float x2."""
+    import tensorflow as tf
+
+    features = {"x": tf.io.FixedLenFeature([1], tf.float32)}
+    examples = [tf.TensorSpec([None], tf.string, name="inputs")]
+    floats = [tf.TensorSpec([1], tf.float32, name="inputs")]
+
+    class HalfPlusTwo(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = tf.Variable(0.5)
+            self.b = tf.Variable(2.0)
+            self.c = tf.Variable(3.0)
+
+        def parsed(self, serialized: tf.Tensor) -> tf.Tensor:
+            return tf.io.parse_example(serialized, features)["x"]
+
+        @tf.function(input_signature=[tf.TensorSpec([1], tf.float32)])
+        def predict(self, x: tf.Tensor) -> dict:
+            return {"y": self.a * x + self.b}
+
+        @tf.function(input_signature=examples)
+        def regress_xy(self, serialized: tf.Tensor) -> dict:
+            return {"outputs": self.a * self.parsed(serialized) + self.b}
+
+        @tf.function(input_signature=examples)
+        def regress_xy2(self, serialized: tf.Tensor) -> dict:
+            return {"outputs": self.a * self.parsed(serialized) + self.c}
+
+        @tf.function(input_signature=floats)
+        def regress_x2y3(self, x2: tf.Tensor) -> dict:
+            return {"outputs": self.a * x2 + self.c}
+
+        @tf.function(input_signature=examples)
+        def classify_xy(self, serialized: tf.Tensor) -> dict:
+            return {"scores": self.a * self.parsed(serialized) + self.b}
+
+        @tf.function(input_signature=floats)
+        def classify_x2y3(self, x2: tf.Tensor) -> dict:
+            return {"scores": self.a * x2 + self.c}
+
+    module = HalfPlusTwo()
+    tf.saved_model.save(
+        module,
+        str(export_dir),
+        signatures={
+            "serving_default": module.predict,
+            "regress_x_to_y": module.regress_xy,
+            "regress_x_to_y2": module.regress_xy2,
+            "regress_x2_to_y3": module.regress_x2y3,
+            "classify_x_to_y": module.classify_xy,
+            "classify_x2_to_y3": module.classify_x2y3,
+        },
+    )
+
+
 def mixed_inputs(export_dir: Path) -> None:
     """Three typed inputs and three outputs, for dtypes, names and row/columnar formats.
 

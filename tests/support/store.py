@@ -37,6 +37,10 @@ class ModelStore:
     def half_plus_two_tf2(self, add: float = 2.0) -> Path:
         return self._built(f"tf2_add{add}", lambda p: models.half_plus_two_tf2(p, add))
 
+    def tf_serving_half_plus_two_tf2(self) -> Path:
+        """TF Serving's TF2 half_plus_two: the same signatures, each with its own input."""
+        return self._built("tfs_half_plus_two_tf2", models.half_plus_two_tf2_signatures)
+
     def half_plus_three(self) -> Path:
         return self._built("half_plus_three", models.half_plus_three)
 

@@ -139,16 +139,17 @@ class TensorFlowServable(Servable):
         runs: Sequence[tuple[Signature, Sequence[str]]],
         inputs: Mapping[str, np.ndarray],
     ) -> list[dict[str, np.ndarray]]:
-        """One session run fetching every signature's outputs, as TF Serving's MultiInference
-        does (so a stateful graph steps once). One callable serves each set of fetched
-        tensors, whatever order an output filter names them in."""
-        first = runs[0][0]
-        feeds = tuple(first.inputs[name].name for name in first.input_order)
+        """One session run feeding every signature's input tensors and fetching all their
+        outputs, as TF Serving's MultiInference does (so a stateful graph steps once). One
+        callable serves each set of fed and fetched tensors, whatever order an output filter
+        names them in."""
+        fed = {sig.inputs[alias].name: alias for sig, _ in runs for alias in sig.input_order}
+        feeds = tuple(sorted(fed))
         fetches = tuple(sorted({sig.outputs[name].name for sig, names in runs for name in names}))
         values = dict(
             zip(
                 fetches,
-                self._run_tensors(feeds, [inputs[n] for n in first.input_order], fetches),
+                self._run_tensors(feeds, [inputs[fed[tensor]] for tensor in feeds], fetches),
                 strict=True,
             )
         )
