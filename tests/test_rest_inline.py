@@ -3,6 +3,11 @@ requests of a quick model inline, and check their answers and errors)."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
 from fastserve.frontends.rest import _InlinePolicy
 
 KEY = ("model", "predict")
@@ -86,3 +91,54 @@ def test_rest_inline_micros_zero_keeps_every_request_on_the_threads(
     tmp_path,  # type: ignore[no-untyped-def]
 ) -> None:
     assert _on_the_loop(start_server, tmp_path, "--rest_inline_micros=0") == [0.0] * 20
+
+
+BATCH_SIZE_MODEL = """
+    from fastserve.servables.python import signature, tensor
+
+
+    @signature(inputs={"x": tensor("float32", [-1])}, outputs={"rows": tensor("float32", [-1])})
+    def serving_default(x):
+        return {"rows": x * 0 + len(x)}  # the size of the batch each request ran in
+"""
+
+
+def test_a_batched_version_never_runs_on_the_event_loop_whatever_the_latest_is(
+    start_server,
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    """Regression: the inline decision looked at the model's latest version. Here version 1
+    is batched (2 rows, or a 5 s wait) and version 2, the latest, is quick and unbatched.
+    Once requests to the latest had run inline, version 1's requests ran on the event loop
+    too: each held the loop in the batch queue, so two concurrent requests never met in a
+    batch. Decided on the version asked for, they go to worker threads and share one."""
+    from support import models
+
+    for version in (1, 2):
+        models.python_model(tmp_path / "sized" / str(version), BATCH_SIZE_MODEL)
+    (tmp_path / "sized" / "1" / "batching_params.pbtxt").write_text(
+        "max_batch_size { value: 2 }\nbatch_timeout_micros { value: 5000000 }\n"
+    )
+    config = tmp_path / "models.yaml"
+    config.write_text(
+        "models:\n"
+        f"  - {{name: sized, base_path: {tmp_path / 'sized'}, model_platform: python,\n"
+        "     model_version_policy: {all: {}}}\n"
+    )
+    server = start_server(
+        f"--config={config}", "--enable_batching", "--enable_per_model_batching_parameters"
+    )
+    for _ in range(20):  # the latest (2) answers alone and quickly: its kind runs inline
+        answer = server.http.post("/v1/models/sized:predict", json={"instances": [0.0]})
+        assert answer.json() == {"predictions": [1.0]}
+    barrier = threading.Barrier(2)
+
+    def batched() -> list[float]:
+        barrier.wait()
+        with httpx.Client(base_url=server.rest_url, timeout=60) as client:  # its own connection
+            answer = client.post("/v1/models/sized/versions/1:predict", json={"instances": [0.0]})
+        return answer.json()["predictions"]
+
+    with ThreadPoolExecutor(2) as pool:
+        sizes = list(pool.map(lambda _: batched(), range(2)))
+    assert sizes == [[2.0], [2.0]]

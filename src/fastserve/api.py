@@ -100,11 +100,13 @@ class InferenceAPI:
             raise invalid_argument("ModelSpec has no name specified.")
         return self._table.acquire(spec.name, spec.version, spec.label)
 
-    def queues(self, name: str) -> bool:
-        """Whether the latest version of `name` queues its requests (batching): a caller
-        then waits for others' requests too, so it must not hold an event loop meanwhile."""
-        handle = self._acquire_latest(name)
-        if handle is None:
+    def queues(self, spec: ModelSpec) -> bool:
+        """Whether the version `spec` resolves to queues its requests (batching): a caller
+        then waits for others' requests too, so it must not hold an event loop meanwhile.
+        False when nothing is found (the request itself will say why)."""
+        try:
+            handle = self.acquire(spec)
+        except ServingError:
             return False
         try:
             return bool(handle.servable.queues_requests)

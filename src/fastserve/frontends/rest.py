@@ -156,6 +156,9 @@ def _too_large(size: int, limit: int) -> Response:
     return _json(json_tensors.error_body(message), 413)
 
 
+# What the inline policy tells apart: (model, version, label, verb) as the request names them.
+_InlineKey = tuple[str, int | None, str | None, str]
+
 # Bodies larger than this never run on the event loop (their decoding alone takes time).
 _INLINE_MAX_BODY = 64 * 1024
 
@@ -165,13 +168,13 @@ class _InlinePolicy:
 
     Handing a request to a worker thread and back costs two thread switches, and the worker
     then competes with the event loop for the GIL: for a model that answers in microseconds
-    this costs more than the model. So requests of a (model, verb) whose recent runs took
-    less than `threshold` seconds (an exponential average), nearly all of it computing on
-    the calling thread, run inline. The first request of each kind and slower ones go to the
-    worker threads, and a slow request inline moves its kind back there. Work that mostly
-    waits (a servable waiting on another thread or process) does not run inline: the loop
-    would wait with it; nor do a batched model's requests (the caller checks). 0 turns this
-    off.
+    this costs more than the model. So requests of a kind (model, version or label, verb)
+    whose recent runs took less than `threshold` seconds (an exponential average), nearly
+    all of it computing on the calling thread, run inline. The first request of each kind
+    and slower ones go to the worker threads, and a slow request inline moves its kind back
+    there. Work that mostly waits (a servable waiting on another thread or process) does not
+    run inline: the loop would wait with it; nor do requests of a batched version (the
+    caller checks the version the request resolves to). 0 turns this off.
     """
 
     _WEIGHT = 0.2
@@ -319,14 +322,18 @@ def create_app(api: InferenceAPI, tasks: Tasks, options: RestOptions | None = No
         return response
 
     async def run(
-        work: Callable[..., bytes], *args: Any, inline_key: tuple[str, str] | None = None
+        work: Callable[..., bytes], *args: Any, inline_key: _InlineKey | None = None
     ) -> tuple[Response, str]:
         """The response, and the status name the metrics count it under. Work whose recent
         runs under `inline_key` were quick runs on the event loop (see _InlinePolicy)."""
         # The request's deadline and cancellation reach queued work (a batch queue drops
         # a task whose client went away or whose deadline passed).
         context = RunContext.within(timeout)
-        if inline_key is not None and inline.allows(inline_key) and not api.queues(inline_key[0]):
+        if (
+            inline_key is not None
+            and inline.allows(inline_key)
+            and not api.queues(ModelSpec(inline_key[0], inline_key[1], inline_key[2]))
+        ):
             started, cpu = time.perf_counter(), time.thread_time()
             try:
                 body = work(*args, context)
@@ -423,8 +430,9 @@ def create_app(api: InferenceAPI, tasks: Tasks, options: RestOptions | None = No
                         body = _decoded_body(encoding, raw)
                         return handler(name, parsed, label, body, context)
 
-                    # Small bodies of a model whose requests are quick may run inline.
-                    key = (name, verb) if len(raw) <= _INLINE_MAX_BODY else None
+                    # Small bodies of a model version whose requests are quick may run
+                    # inline; the version the request names decides, not the latest.
+                    key = (name, parsed, label, verb) if len(raw) <= _INLINE_MAX_BODY else None
                     response, status = await run(work, inline_key=key)
                     micros = (time.perf_counter() - started) * 1e6
                     metrics.request(name, verb.capitalize(), "REST", status, micros)
