@@ -6,6 +6,11 @@ import enum
 
 import numpy as np
 
+# The most dimensions a tensor may have: TensorFlow's (TensorShape::MaxDimensions), and
+# numpy's (64 since numpy 2, 32 before), which bounds what a numpy array can hold.
+TENSORFLOW_MAX_RANK = 254
+NUMPY_MAX_RANK = 64 if np.lib.NumpyVersion(np.__version__) >= "2.0.0" else 32
+
 
 class DType(enum.IntEnum):
     """TensorFlow's DataType enum (tensorflow/core/framework/types.proto), by wire value."""

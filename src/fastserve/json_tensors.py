@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 import rapidjson
 
-from fastserve.dtypes import DType
+from fastserve.dtypes import NUMPY_MAX_RANK, DType
 from fastserve.errors import Code, ServingError, invalid_argument
 from fastserve.servables.base import Signature, TensorInfo
 
@@ -159,7 +159,6 @@ _INT_RANGES: dict[DType, tuple[int, int]] = {
 }
 _FLOAT_EXACT_INT = {DType.DT_FLOAT: 2**24 - 1, DType.DT_DOUBLE: 2**53 - 1, DType.DT_HALF: 2**11}
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-MAX_RANK = 64  # numpy's (and TensorFlow's practical) limit on dimensions
 
 
 def _leaf(value: Any, dtype: DType) -> Any:
@@ -241,9 +240,10 @@ def _walk(value: Any, dtype: DType, shape: list[int], level: int, out: list[Any]
 def _walked(value: Any, dtype: DType) -> np.ndarray:
     """The slow, exact conversion: validates every leaf and the shape, TF Serving's way."""
     shape = _dense_shape(value)
-    if len(shape) > MAX_RANK:
+    if len(shape) > NUMPY_MAX_RANK:
         raise invalid_argument(
-            f"JSON value nests lists {len(shape)} deep; a tensor has at most {MAX_RANK} dimensions"
+            f"JSON value nests lists {len(shape)} deep; this server decodes tensors of at "
+            f"most {NUMPY_MAX_RANK} dimensions (numpy's limit)"
         )
     leaves: list[Any] = []
     _walk(value, dtype, shape, 0, leaves)

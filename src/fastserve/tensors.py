@@ -6,7 +6,7 @@ import numpy as np
 from tensorflow.core.framework import tensor_shape_pb2
 from tensorflow.core.framework.tensor_pb2 import TensorProto
 
-from fastserve.dtypes import DType
+from fastserve.dtypes import NUMPY_MAX_RANK, TENSORFLOW_MAX_RANK, DType
 from fastserve.errors import Code, ServingError, invalid_argument
 
 # The largest tensor a request may declare: the largest message gRPC carries.
@@ -62,11 +62,18 @@ def _varint(value: int) -> bytes:
 
 
 def shape_of(proto: TensorProto, name: str = "") -> tuple[int, ...]:
-    """The dims of a TensorProto; unknown rank or negative dims cannot make a tensor."""
+    """The dims of a TensorProto; unknown rank, negative dims or more dims than TensorFlow
+    allows cannot make a tensor (TF Serving's answer), and more than numpy holds cannot
+    make an array here."""
     shape = proto.tensor_shape
     dims = tuple(dim.size for dim in shape.dim)
-    if shape.unknown_rank or any(size < 0 for size in dims):
+    if shape.unknown_rank or len(dims) > TENSORFLOW_MAX_RANK or any(size < 0 for size in dims):
         raise invalid_argument(f"tensor parsing error: {name}")
+    if len(dims) > NUMPY_MAX_RANK:
+        raise invalid_argument(
+            f"tensor parsing error: {name}: {len(dims)} dimensions; this server decodes "
+            f"tensors of at most {NUMPY_MAX_RANK} dimensions (numpy's limit)"
+        )
     return dims
 
 

@@ -7,6 +7,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
 from support.server import ServerProcess
@@ -446,5 +447,37 @@ def test_deeply_nested_json_is_a_clear_error(server: ServerProcess) -> None:
     )
     assert (status, message) == (
         400,
-        "JSON value nests lists 70 deep; a tensor has at most 64 dimensions",
+        "JSON value nests lists 70 deep; this server decodes tensors of at most 64 dimensions "
+        "(numpy's limit)",
     )
+
+
+@pytest.mark.parametrize(
+    ("rank", "message"),
+    [
+        (
+            65,
+            "tensor parsing error: x: 65 dimensions; this server decodes tensors of at most 64 "
+            "dimensions (numpy's limit)",
+        ),
+        (
+            254,
+            "tensor parsing error: x: 254 dimensions; this server decodes tensors of at most "
+            "64 dimensions (numpy's limit)",
+        ),
+        (255, "tensor parsing error: x"),  # more than TensorFlow allows: TF Serving's answer
+    ],
+)
+def test_a_tensor_of_too_many_dimensions_is_invalid_argument(
+    server: ServerProcess, rank: int, message: str
+) -> None:
+    """Regression: ranks 65 to 254 answered INTERNAL with numpy's ValueError."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "half_plus_two"
+    proto = request.inputs["x"]
+    proto.dtype = types_pb2.DT_FLOAT
+    for _ in range(rank):
+        proto.tensor_shape.dim.add(size=1)
+    proto.float_val.append(1.0)
+    error = grpc_error(server, request)
+    assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT, message)
