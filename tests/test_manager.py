@@ -243,3 +243,26 @@ def test_a_version_waiting_for_a_load_thread_is_reported_start(
     assert manager.status("b", 1).state == State.END
     assert table.versions("b") == []
     manager.stop()
+
+
+def test_settling_waits_for_the_versions_labels_name(table: ServableTable, tmp_path: Path) -> None:
+    """Regression: a model counted as settled once any version was AVAILABLE, so labels on a
+    version still loading were refused (a TF Serving config with specific {1, 2} and labels
+    on both failed to start, depending on which load finished first)."""
+    from support import gates
+
+    manager = make_manager(table)
+    gate = gates.close("v1")
+    aspired = {2: version(tmp_path, 2), 1: version(tmp_path, 1, gate="v1")}
+    manager.set_aspired_versions("m", aspired, LOADER)
+    try:
+        assert gates.wait_for_waiter("v1", timeout=30)  # 2 is loaded, 1 is loading
+        assert manager.status("m", 2).state == State.AVAILABLE
+        assert manager.wait_until_settled(["m"], timeout=30) == {"m": None}
+        held = manager.wait_until_settled(["m"], timeout=0.2, versions={"m": [1, 2]})
+        assert held["m"] is not None and held["m"].code == Code.DEADLINE_EXCEEDED
+    finally:
+        gate.set()
+    assert manager.wait_until_settled(["m"], timeout=30, versions={"m": [1, 2]}) == {"m": None}
+    assert manager.status("m", 1).state == State.AVAILABLE
+    manager.stop()

@@ -150,17 +150,27 @@ class Manager:
             }
 
     def wait_until_settled(
-        self, models: Iterable[str], timeout: float | None = None
+        self,
+        models: Iterable[str],
+        timeout: float | None = None,
+        versions: Mapping[str, Iterable[int]] | None = None,
     ) -> dict[str, ServingError | None]:
         """Waits until each model has a version AVAILABLE, or every version it aspires to has
-        failed. Returns, per model, None if it is being served, else the error that stops it
-        (DEADLINE_EXCEEDED for a model still loading when `timeout` seconds have passed).
+        failed; and until each of the model's `versions` (those its labels name) that it
+        aspires to has finished loading, one way or the other. Returns, per model, None if it
+        is being served, else the error that stops it (DEADLINE_EXCEEDED for a model still
+        loading when `timeout` seconds have passed).
         """
         names = list(models)
+        awaited = {name: set(found) for name, found in (versions or {}).items()}
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._changed:
             while True:
-                pending = [name for name in names if not self._settled(name)[0]]
+                pending = [
+                    name
+                    for name in names
+                    if not self._settled(name)[0] or self._loading(name, awaited.get(name, ()))
+                ]
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if not pending or (remaining is not None and remaining <= 0):
                     break
@@ -170,7 +180,7 @@ class Manager:
                 done, error = self._settled(name)
                 outcome[name] = (
                     error
-                    if done
+                    if done and not self._loading(name, awaited.get(name, ()))
                     else ServingError(
                         Code.DEADLINE_EXCEEDED, f"model {name} did not become available in time"
                     )
@@ -212,6 +222,15 @@ class Manager:
         record = _Version(version=version, path=path, loader=loader)
         self._report(model, record, State.START, None)
         return record
+
+    def _loading(self, model: str, versions: Iterable[int]) -> bool:
+        """Whether any of `versions` is aspired and not yet loaded or failed."""
+        records = self._models.get(model, {})
+        return any(
+            record.aspired and self._busy_state(record) in (State.START, State.LOADING)
+            for record in (records.get(version) for version in versions)
+            if record is not None
+        )
 
     def _settled(self, model: str) -> tuple[bool, ServingError | None]:
         """(True, None) if served; (True, error) if it cannot be; (False, None) if loading."""

@@ -104,7 +104,11 @@ class Models:
             problems = self._poll()
             names = list(new)
             # Wait for all the others too, so that one error names every model that failed.
-            outcome = self._manager.wait_until_settled(n for n in names if n not in problems)
+            # Labels are applied once the versions they name have loaded (or failed to).
+            outcome = self._manager.wait_until_settled(
+                (n for n in names if n not in problems),
+                versions={model.name: model.version_labels.values() for model in models},
+            )
             failed = {**problems, **{n: e for n, e in outcome.items() if e is not None}}
             if failed:
                 raise ModelFailures({name: failed[name] for name in names if name in failed})
