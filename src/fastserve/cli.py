@@ -11,12 +11,9 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from importlib import metadata
-from typing import Any
+from typing import Any, NoReturn
 
 from fastserve import __version__
-
-# TensorFlow's C++ logging is chatty at INFO; keep warnings and errors unless asked otherwise.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _boolean(text: str) -> bool:
@@ -233,6 +230,18 @@ class _Unimplemented(argparse.Action):
         parser.exit(2, f"fastserve: flag {option_string} is not implemented yet\n")
 
 
+def _with_default(help: str, default: Any) -> str:
+    if "Default:" in help:
+        return help
+    if isinstance(default, bool):
+        shown = "true" if default else "false"
+    elif default == "":
+        shown = "none"
+    else:
+        shown = str(default)
+    return f"{help} Default: {shown}."
+
+
 def _add_flag(
     parser: argparse.ArgumentParser, name: str, kind: Callable[[str], Any], help: str
 ) -> None:
@@ -240,31 +249,65 @@ def _add_flag(
     --flag, --flag=true and --flag=false, as TF Serving's parser does."""
     if kind is _boolean:
         parser.add_argument(
-            f"--{name}", nargs="?", const=True, type=_boolean, default=None, help=help
+            f"--{name}",
+            nargs="?",
+            const=True,
+            type=_boolean,
+            default=None,
+            metavar="true|false",
+            help=help,
         )
     else:
-        parser.add_argument(f"--{name}", type=kind, default=None, help=help)
+        metavar = "N" if kind in (int, float) else "VALUE"
+        parser.add_argument(f"--{name}", type=kind, default=None, metavar=metavar, help=help)
+
+
+USAGE = """fastserve [--flag=value ...]          serve models
+       fastserve tune [--flag=value ...]     find batching parameters for a latency target"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """A usage error says what is wrong in a few lines, not the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(
+            2,
+            f"fastserve: error: {message}\n"
+            "Run 'fastserve --help' for the flags, 'fastserve tune --help' for tuning.\n",
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fastserve",
-        description="A model server that speaks TensorFlow Serving's gRPC and REST APIs.",
+        usage=USAGE,
+        description="A model server that speaks TensorFlow Serving's gRPC and REST APIs. "
+        "Serve one model (--model_name, --model_base_path), TF Serving's config "
+        "(--model_config_file) or fastserve's YAML (--config).",
+        epilog="fastserve tune: finds the batching parameters with the highest throughput "
+        "within a p99 latency target and writes them for --batching_parameters_file; see "
+        "'fastserve tune --help'.",
         allow_abbrev=False,
     )
     parser.add_argument(
         "--config",
         default=None,
-        help="fastserve YAML config: models, and server settings named like these flags.",
+        metavar="FILE",
+        help="fastserve YAML config: models, and server settings named like these flags. "
+        "Default: none.",
     )
     parser.add_argument(
-        "--host", default=None, help="Address the gRPC and REST ports listen on (0.0.0.0)."
+        "--host",
+        default=None,
+        metavar="ADDRESS",
+        help="Address the gRPC and REST ports listen on. Default: 0.0.0.0.",
     )
     parser.add_argument(
         "--shutdown_grace_seconds",
         type=float,
         default=None,
-        help="On SIGTERM/SIGINT, how long in-flight requests may take to finish (30).",
+        metavar="SECONDS",
+        help="On SIGTERM/SIGINT, how long in-flight requests may take to finish. Default: 30.",
     )
     parser.add_argument(
         "--version",
@@ -272,10 +315,11 @@ def _parser() -> argparse.ArgumentParser:
         const=True,
         type=_boolean,
         default=False,
+        metavar="true|false",
         help="Print the versions and exit.",
     )
     for flag in FLAGS:
-        _add_flag(parser, flag.name, flag.kind, flag.help)
+        _add_flag(parser, flag.name, flag.kind, _with_default(flag.help, flag.default))
     for name, (kind, _) in DEFAULT_ONLY.items():
         _add_flag(parser, name, kind, argparse.SUPPRESS)
     for name in NOT_IMPLEMENTED:
@@ -289,6 +333,11 @@ def _normalise(argv: Sequence[str]) -> list[str]:
         f"-{arg}" if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2 else arg
         for arg in argv
     ]
+
+
+NO_MODELS = (
+    "no models to serve: give --model_base_path (and --model_name), --model_config_file or --config"
+)
 
 
 class UsageError(Exception):
@@ -331,10 +380,7 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
             config_module.ModelConfig(name=args.model_name or "default", base_path=base_path),
         )
     else:
-        raise UsageError(
-            "no models to serve: give --model_base_path (and --model_name), "
-            "--model_config_file or --config"
-        )
+        raise UsageError(NO_MODELS)
     settings: dict[str, Any] = {flag.name: flag.default for flag in FLAGS}
     settings["host"] = "0.0.0.0"
     settings["shutdown_grace_seconds"] = 30.0
@@ -397,14 +443,21 @@ def _print_version() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["tune"]:
-        from fastserve import tune
+        from fastserve import logs, tune
+
+        logs.quiet_tensorflow(debug=False, import_now=False)
 
         return tune.main(argv[1:])
     args = _parser().parse_args(_normalise(argv))
     if args.version:
         _print_version()
         return 0
+    if not (args.config or args.model_config_file or args.model_base_path):
+        print(f"fastserve: {NO_MODELS}", file=sys.stderr)
+        return 2
     from fastserve import logs
+
+    logs.quiet_tensorflow(debug=str(args.log_level or "").upper() == "DEBUG")
     from fastserve.config import ConfigError
     from fastserve.server import Server, StartupError
 

@@ -21,6 +21,7 @@ from fastserve.errors import ServingError
 from fastserve.frontends.http_server import (
     HttpServerOptions,
     HttpServerThread,
+    bind,
     choose_server,
     describe_server,
 )
@@ -178,7 +179,9 @@ class Server:
     # --- start -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Loads every model, then opens the ports. Raises StartupError naming each failure."""
+        """Loads every model, then opens the ports. Raises StartupError naming each failure;
+        a port that cannot be listened on fails at once, before any model loads."""
+        self._check_ports()
         try:
             self.models.apply(self.options.models)
         except ModelFailures as error:
@@ -199,6 +202,23 @@ class Server:
                 options.model_config_file, options.model_config_file_poll_wait_seconds, self.models
             )
             self._config_watcher.start()
+
+    def _check_ports(self) -> None:
+        """Binds each TCP port once and lets it go: a port in use is reported now rather
+        than after every model has loaded (which may take minutes)."""
+        options = self.options
+        ports = [("gRPC", options.port), ("REST", options.rest_api_port)]
+        if options.rest_api_port and options.rest_api_port == options.port:
+            raise StartupError("--rest_api_port cannot be the same as --port")
+        for what, port in ports:
+            if not port:
+                continue
+            try:
+                bind(options.host, port).close()
+            except OSError as error:
+                raise StartupError(
+                    f"cannot serve {what} on {options.host}:{port}: {error}"
+                ) from None
 
     def _start_frontends(self) -> None:
         from fastserve.frontends import grpc as grpc_frontend
@@ -235,8 +255,6 @@ class Server:
                     _client_certificates(self.ssl_config),
                 )
             if options.rest_api_port:
-                if options.rest_api_port == options.port:
-                    raise OSError("--rest_api_port cannot be the same as --port")
                 app = create_app(
                     self.api,
                     self.tasks,

@@ -263,24 +263,46 @@ def test_unknown_flag_and_no_model(tmp_path: Path) -> None:
     assert done.returncode == 2 and "no models to serve" in done.stderr
 
 
-def test_port_in_use_is_a_clear_error(store: ModelStore, tmp_path: Path) -> None:
+LOAD_MARKER_MODEL = """
+    import os
+
+    from fastserve.servables.python import signature, tensor
+
+
+    def load(path):
+        # Leaves a mark beside the version folder: proof that a load happened.
+        open(os.path.join(os.path.dirname(path), "loaded"), "w").close()
+
+
+    @signature(inputs={"x": tensor("float32", [-1])}, outputs={"y": tensor("float32", [-1])})
+    def serving_default(x):
+        return {"y": x}
+"""
+
+
+@pytest.mark.parametrize("which", ["grpc", "rest"])
+def test_a_port_in_use_fails_start_up_before_any_model_loads(tmp_path: Path, which: str) -> None:
+    """Regression: a port in use was reported only after every model had loaded."""
     import socket
 
-    store.install(store.echo(1.0), tmp_path / "echo" / "1")
+    from support import models
+
+    models.python_model(tmp_path / "marked" / "1", LOAD_MARKER_MODEL)
     config = tmp_path / "models.yaml"
     config.write_text(
-        f"models:\n  - {{name: echo, base_path: {tmp_path / 'echo'}, model_platform: python}}\n"
+        f"models:\n  - {{name: marked, base_path: {tmp_path / 'marked'}, model_platform: python}}\n"
     )
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
+        grpc_port, rest_port = (port, free_port()) if which == "grpc" else (free_port(), port)
         done = subprocess.run(
             [
                 FASTSERVE,
                 "--host=127.0.0.1",
-                f"--port={free_port()}",
-                f"--rest_api_port={port}",
+                f"--port={grpc_port}",
+                f"--rest_api_port={rest_port}",
                 f"--config={config}",
             ],
             capture_output=True,
@@ -288,7 +310,11 @@ def test_port_in_use_is_a_clear_error(store: ModelStore, tmp_path: Path) -> None
             timeout=120,
         )
     assert done.returncode == 1
-    assert f"cannot serve REST on 127.0.0.1:{port}" in done.stderr
+    what = "gRPC" if which == "grpc" else "REST"
+    assert f"cannot serve {what} on 127.0.0.1:{port}: [Errno 98] Address already in use" in (
+        done.stderr
+    )
+    assert not (tmp_path / "marked" / "loaded").exists()
 
 
 def test_tensor_content_and_session_flags(
@@ -379,3 +405,60 @@ def test_malformed_grpc_channel_arguments(store: ModelStore, tmp_path: Path) -> 
     done = run_fastserve(f"--config={config}", "--grpc_channel_arguments=novalue")
     assert done.returncode == 1
     assert "--grpc_channel_arguments: 'novalue' is not key=value" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["--version"], ["--no_such_flag=1"], [], ["tune", "--help"]],
+    ids=["help", "version", "unknown-flag", "no-models", "tune-help"],
+)
+def test_help_version_and_usage_errors_do_not_import_tensorflow(argv: list[str]) -> None:
+    script = (
+        "import sys\n"
+        "from fastserve.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('tensorflow' in sys.modules, file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.stderr.splitlines()[-1] == "False", done.stderr
+
+
+def test_help_shows_defaults_and_the_tune_subcommand() -> None:
+    done = subprocess.run([FASTSERVE, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())  # argparse wraps lines
+    assert "--port N TCP port for the gRPC API. Default: 8500." in text
+    assert "--rest_api_port N TCP port for the REST API; 0 turns REST off. Default: 0." in text
+    assert "--enable_batching [true|false] Batch requests" in text
+    assert "fastserve tune" in text
+
+
+def test_a_usage_error_is_a_few_lines() -> None:
+    done = subprocess.run(
+        [FASTSERVE, "--no_such_flag=1"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "fastserve: error: unrecognized arguments: --no_such_flag=1",
+        "Run 'fastserve --help' for the flags, 'fastserve tune --help' for tuning.",
+    ]
+
+
+# What TensorFlow and CUDA print at start-up when nothing silences them.
+NOISE = ("absl::InitializeLog", "cuInit", "cuda", "oneDNN", "I0000", "E0000", "W0000")
+
+
+def test_a_server_start_prints_no_tensorflow_noise(
+    store: ModelStore, tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    store.install(store.half_plus_two(), tmp_path / "model" / "1")
+    server = start_server(f"--model_base_path={tmp_path / 'model'}", "--model_name=noise")
+    result = server.prediction.Predict(predict_request("noise", {"x": X}), timeout=30)
+    assert tf.make_ndarray(result.outputs["y"]).tolist() == [2.5, 3.0, 4.5]
+    noisy = [line for line in server.output.splitlines() if any(n in line for n in NOISE)]
+    assert noisy == []

@@ -50,7 +50,9 @@ class ServerProcess:
             f"--rest_api_port={self.rest_port}",
             *args,
         ]
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # The server as users run it: it sets TensorFlow's log level itself.
+        env.pop("TF_CPP_MIN_LOG_LEVEL", None)
         self.process = subprocess.Popen(
             self.args,
             stdout=subprocess.PIPE,
