@@ -4,7 +4,9 @@
 
 half_plus_two/1 answers y = 0.5 * x + 2 and half_plus_two/2 answers y = 0.5 * x + 3, so a
 reload (or a request for a specific version or label) shows which version answered. Both are
-TensorFlow SavedModels exported the way TensorFlow 2 users export them, with tf.saved_model.
+TensorFlow SavedModels exported the way TensorFlow 2 users export them, with tf.saved_model,
+with TF Serving's half_plus_two signatures: serving_default for Predict, regress_x_to_y and
+classify_x_to_y (tf.Examples with a float feature x) for Regress and Classify.
 standardize/1 is a `python` servable: plain numpy code, no TensorFlow.
 """
 
@@ -48,7 +50,13 @@ def serving_default(features):
 
 
 def half_plus(add: float, export_dir: str) -> None:
+    """y = 0.5 * x + add, with TF Serving's half_plus_two signatures: serving_default (x -> y)
+    for Predict, and regress_x_to_y and classify_x_to_y over serialized tf.Examples with a
+    float feature x, for Regress and Classify."""
     import tensorflow as tf
+
+    features = {"x": tf.io.FixedLenFeature([1], tf.float32)}
+    examples = [tf.TensorSpec([None], tf.string, name="inputs")]
 
     class HalfPlus(tf.Module):
         def __init__(self) -> None:
@@ -56,12 +64,31 @@ def half_plus(add: float, export_dir: str) -> None:
             self.a = tf.Variable(0.5, name="a")
             self.b = tf.Variable(add, name="b")
 
+        def compute(self, x: tf.Tensor) -> tf.Tensor:
+            return self.a * x + self.b
+
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
         def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
-            return {"y": self.a * x + self.b}
+            return {"y": self.compute(x)}
+
+        @tf.function(input_signature=examples)
+        def regress(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"outputs": self.compute(tf.io.parse_example(serialized, features)["x"])}
+
+        @tf.function(input_signature=examples)
+        def classify(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"scores": self.compute(tf.io.parse_example(serialized, features)["x"])}
 
     module = HalfPlus()
-    tf.saved_model.save(module, export_dir, signatures={"serving_default": module.serve})
+    tf.saved_model.save(
+        module,
+        export_dir,
+        signatures={
+            "serving_default": module.serve,
+            "regress_x_to_y": module.regress,
+            "classify_x_to_y": module.classify,
+        },
+    )
 
 
 def standardize(export_dir: str) -> None:

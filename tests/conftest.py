@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from support import tools
 from support.server import ServerProcess
 from support.store import ModelStore
+
+
+def pytest_report_header() -> str:
+    return tools.summary()
 
 
 @pytest.fixture(scope="session")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from support import tools
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,8 +69,7 @@ def test_core_path_benchmark_runs(tmp_path: Path) -> None:
 def test_serving_benchmark_runs(tmp_path: Path) -> None:
     """Floors and fastserve (half_plus_two, batching off and on), 1 float, 1 and 16 in flight,
     gRPC through h2load and REST through wrk, a second a cell."""
-    for tool, package in (("h2load", "nghttp2-client"), ("wrk", "wrk")):
-        assert shutil.which(tool), f"{tool} is not installed: apt-get install -y {package}"
+    tools.require("h2load", "wrk")
     text = run_benchmark(tmp_path, "serving", "--quick", "--seconds", "1", timeout=600)
     for row in (
         "| grpcio floor (echo) | grpc | 1 |",
@@ -91,8 +91,8 @@ def test_serving_benchmark_runs(tmp_path: Path) -> None:
 
 
 def test_http_servers_benchmark_runs(tmp_path: Path) -> None:
-    """A second per measurement, 16 connections, both HTTP servers. Needs wrk (Debian's
-    `wrk` package): without it the benchmark fails saying so."""
+    """A second per measurement, 16 connections, both HTTP servers, driven by wrk."""
+    tools.require("wrk")
     text = run_benchmark(
         tmp_path,
         "http_servers",
