@@ -156,6 +156,13 @@ FLAGS: tuple[Flag, ...] = (
         "Serve grpc.health.v1.Health on the gRPC port.",
     ),
     Flag(
+        "enable_profiler",
+        _boolean,
+        True,
+        "Serve TensorFlow's profiler service (tensorflow.ProfilerService) on the gRPC port, "
+        "for TensorBoard's profile capture and tf.profiler.experimental.client.trace.",
+    ),
+    Flag(
         "max_request_bytes",
         int,
         2**31 - 1,
@@ -199,7 +206,6 @@ FLAGS: tuple[Flag, ...] = (
 
 # TF Serving's flags that fastserve supports only at their default value so far.
 DEFAULT_ONLY: dict[str, tuple[Callable[[str], Any], Any]] = {
-    "enable_profiler": (_boolean, False),
     "use_alts_credentials": (_boolean, False),
     "prefer_tflite_model": (_boolean, False),
     "xla_cpu_compilation_enabled": (_boolean, False),

@@ -6,108 +6,84 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from google.protobuf import (
-    descriptor_pb2,
-    descriptor_pool,
-    message_factory,
-    text_format,
-    wrappers_pb2,
-)
+from google.protobuf import descriptor_pool, text_format, wrappers_pb2
 
 from fastserve.config import ConfigError
+from fastserve.proto_types import F, Field, build_pool, message_class
 
 _PACKAGE = "tensorflow.serving"
-_F = descriptor_pb2.FieldDescriptorProto
 
-# message -> [(field, number, type, label, type_name)]
-_MESSAGES: dict[str, list[tuple[str, int, int, int, str]]] = {
+_MESSAGES: dict[str, list[Field]] = {
     # tensorflow_serving/servables/tensorflow/session_bundle_config.proto
     "BatchingParameters": [
-        ("max_batch_size", 1, _F.TYPE_MESSAGE, _F.LABEL_OPTIONAL, ".google.protobuf.Int64Value"),
+        ("max_batch_size", 1, F.TYPE_MESSAGE, F.LABEL_OPTIONAL, ".google.protobuf.Int64Value"),
         (
             "batch_timeout_micros",
             2,
-            _F.TYPE_MESSAGE,
-            _F.LABEL_OPTIONAL,
+            F.TYPE_MESSAGE,
+            F.LABEL_OPTIONAL,
             ".google.protobuf.Int64Value",
         ),
         (
             "max_enqueued_batches",
             3,
-            _F.TYPE_MESSAGE,
-            _F.LABEL_OPTIONAL,
+            F.TYPE_MESSAGE,
+            F.LABEL_OPTIONAL,
             ".google.protobuf.Int64Value",
         ),
-        ("num_batch_threads", 4, _F.TYPE_MESSAGE, _F.LABEL_OPTIONAL, ".google.protobuf.Int64Value"),
-        ("thread_pool_name", 5, _F.TYPE_MESSAGE, _F.LABEL_OPTIONAL, ".google.protobuf.StringValue"),
-        ("allowed_batch_sizes", 6, _F.TYPE_INT64, _F.LABEL_REPEATED, ""),
-        ("pad_variable_length_inputs", 7, _F.TYPE_BOOL, _F.LABEL_OPTIONAL, ""),
+        ("num_batch_threads", 4, F.TYPE_MESSAGE, F.LABEL_OPTIONAL, ".google.protobuf.Int64Value"),
+        ("thread_pool_name", 5, F.TYPE_MESSAGE, F.LABEL_OPTIONAL, ".google.protobuf.StringValue"),
+        ("allowed_batch_sizes", 6, F.TYPE_INT64, F.LABEL_REPEATED, ""),
+        ("pad_variable_length_inputs", 7, F.TYPE_BOOL, F.LABEL_OPTIONAL, ""),
         (
             "enable_large_batch_splitting",
             8,
-            _F.TYPE_MESSAGE,
-            _F.LABEL_OPTIONAL,
+            F.TYPE_MESSAGE,
+            F.LABEL_OPTIONAL,
             ".google.protobuf.BoolValue",
         ),
         (
             "max_execution_batch_size",
             9,
-            _F.TYPE_MESSAGE,
-            _F.LABEL_OPTIONAL,
+            F.TYPE_MESSAGE,
+            F.LABEL_OPTIONAL,
             ".google.protobuf.Int64Value",
         ),
     ],
     # tensorflow_serving/config/monitoring_config.proto
     "PrometheusConfig": [
-        ("enable", 1, _F.TYPE_BOOL, _F.LABEL_OPTIONAL, ""),
-        ("path", 2, _F.TYPE_STRING, _F.LABEL_OPTIONAL, ""),
+        ("enable", 1, F.TYPE_BOOL, F.LABEL_OPTIONAL, ""),
+        ("path", 2, F.TYPE_STRING, F.LABEL_OPTIONAL, ""),
     ],
     "MonitoringConfig": [
         (
             "prometheus_config",
             1,
-            _F.TYPE_MESSAGE,
-            _F.LABEL_OPTIONAL,
+            F.TYPE_MESSAGE,
+            F.LABEL_OPTIONAL,
             f".{_PACKAGE}.PrometheusConfig",
         ),
     ],
     # tensorflow_serving/config/ssl_config.proto
     "SSLConfig": [
-        ("server_key", 1, _F.TYPE_STRING, _F.LABEL_OPTIONAL, ""),
-        ("server_cert", 2, _F.TYPE_STRING, _F.LABEL_OPTIONAL, ""),
-        ("custom_ca", 3, _F.TYPE_STRING, _F.LABEL_OPTIONAL, ""),
-        ("client_verify", 4, _F.TYPE_BOOL, _F.LABEL_OPTIONAL, ""),
+        ("server_key", 1, F.TYPE_STRING, F.LABEL_OPTIONAL, ""),
+        ("server_cert", 2, F.TYPE_STRING, F.LABEL_OPTIONAL, ""),
+        ("custom_ca", 3, F.TYPE_STRING, F.LABEL_OPTIONAL, ""),
+        ("client_verify", 4, F.TYPE_BOOL, F.LABEL_OPTIONAL, ""),
     ],
 }
 
 
 @cache
 def _pool() -> descriptor_pool.DescriptorPool:
-    # A pool of our own: a later tensorflow-serving-api that ships these cannot clash.
-    pool = descriptor_pool.DescriptorPool()
-    wrappers = descriptor_pb2.FileDescriptorProto()
-    wrappers_pb2.DESCRIPTOR.CopyToProto(wrappers)
-    pool.Add(wrappers)
-    file = descriptor_pb2.FileDescriptorProto(
-        name="fastserve/tf_serving_config.proto",
-        package=_PACKAGE,
-        syntax="proto3",
-        dependency=[wrappers.name],
+    return build_pool(
+        "fastserve/tf_serving_config.proto", _PACKAGE, _MESSAGES, (wrappers_pb2.DESCRIPTOR,)
     )
-    for message, fields in _MESSAGES.items():
-        described = file.message_type.add(name=message)
-        for name, number, kind, label, type_name in fields:
-            field = described.field.add(name=name, number=number, type=kind, label=label)
-            if type_name:
-                field.type_name = type_name
-    pool.Add(file)
-    return pool
 
 
 def message(name: str) -> Any:
     """A new, empty message of one of these types ("BatchingParameters", "SSLConfig")."""
-    descriptor = _pool().FindMessageTypeByName(f"{_PACKAGE}.{name}")
-    return message_factory.GetMessageClass(descriptor)()
+    return message_class(_pool(), f"{_PACKAGE}.{name}")()
 
 
 def read_text_file(path: str, name: str, what: str) -> Any:

@@ -25,6 +25,7 @@ from fastserve.frontends.http_server import (
     choose_server,
     describe_server,
 )
+from fastserve.frontends.profiler import ProfilerService
 from fastserve.health import Health
 from fastserve.metrics import Metrics, prometheus_path
 from fastserve.reload import ConfigFileWatcher
@@ -71,6 +72,7 @@ class ServerOptions:
     model_config_file_poll_wait_seconds: float = 0
     monitoring_config_file: str = ""
     enable_grpc_healthcheck_service: bool = False
+    enable_profiler: bool = True
     access_log: bool = False
     rest_server: str = ""  # "hypercorn" or "uvicorn"; "": uvicorn, or hypercorn with TLS
     rest_inline_micros: int = 500
@@ -151,6 +153,7 @@ class Server:
         self.rest_port: int | None = None
         self._grpc_server: Any = None
         self._rest: HttpServerThread | None = None
+        self.profiler = ProfilerService() if options.enable_profiler else None
 
     def _transition(
         self, model: str, version: int, state: State, error: ServingError | None, took: float
@@ -242,12 +245,15 @@ class Server:
                     max_request_bytes=options.max_request_bytes,
                     health=self.health if options.enable_grpc_healthcheck_service else None,
                     ssl_config=self.ssl_config,
+                    profiler=self.profiler,
                 ),
             )
             self._grpc_server.start()
             log.info("Running gRPC ModelServer at %s:%d ...", options.host, self.grpc_port)
             if options.grpc_socket_path:
                 log.info("Running gRPC ModelServer at UNIX socket %s ...", options.grpc_socket_path)
+            if self.profiler is not None:
+                log.info("Profiler service is enabled")
             if self.ssl_config is not None:
                 log.info(
                     "TLS with the key and certificate of %s (%s)",
@@ -302,6 +308,8 @@ class Server:
         deadline = time.monotonic() + grace
         self.health.start_stopping()
         stopped = None
+        if self.profiler is not None:
+            self.profiler.stop()
         if self._grpc_server is not None:
             stopped = self._grpc_server.stop(grace)
         if self._rest is not None:

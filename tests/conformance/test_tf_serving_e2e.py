@@ -4,8 +4,10 @@ the same requests, the same expected answers."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -367,6 +369,47 @@ HALF_PLUS_TWO_METADATA = {
 
 def test_get_model_metadata_rest(tfs: ServerProcess) -> None:
     assert rest(tfs, "/v1/models/default/metadata") == HALF_PLUS_TWO_METADATA
+
+
+# --- the profiler service (--enable_profiler, on by default) -------------------------------------
+
+
+def test_profiler_service_with_valid_trace_request(tfs: ServerProcess, tmp_path: Path) -> None:
+    """TF Serving's test traces with TensorFlow's profiler client while REST predictions run,
+    and asserts that the trace succeeds; here also that the trace lands where TensorBoard looks,
+    named after the address traced, and that it holds the model's session runs."""
+    from tensorflow.python.profiler import profiler_client
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    traced = threading.Event()
+
+    def predict_until_traced() -> list[object]:
+        answers = []
+        while not traced.is_set():
+            answers.append(rest(tfs, "/v1/models/default:predict", {"instances": [2.0, 3.0, 4.0]}))
+        return answers
+
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    with ThreadPoolExecutor(1) as pool:
+        predicting = pool.submit(predict_until_traced)
+        try:
+            # TF Serving's arguments: 1000 ms, no worker list, 10 tracing attempts.
+            profiler_client.trace(f"127.0.0.1:{tfs.grpc_port}", str(logdir), 1000, "", 10)
+        finally:
+            traced.set()
+        answers = predicting.result()
+    assert answers and all(answer == {"predictions": [3.0, 3.5, 4.0]} for answer in answers)
+    [trace] = (logdir / "plugins" / "profile").glob("*/*.xplane.pb")
+    assert trace.name == f"127.0.0.1_{tfs.grpc_port}.xplane.pb"
+    xspace = xplane_pb2.XSpace.FromString(trace.read_bytes())
+    events = {
+        plane.event_metadata[event.metadata_id].name
+        for plane in xspace.planes
+        for line in plane.lines
+        for event in line.events
+    }
+    assert "SessionRun" in events
 
 
 # --- TF2 SavedModels ---------------------------------------------------------------------------

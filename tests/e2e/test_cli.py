@@ -243,7 +243,7 @@ def test_start_up_failure_names_each_failed_model(store: ModelStore, tmp_path: P
             "--xla_cpu_compilation_enabled",
             "flag --xla_cpu_compilation_enabled=True is not implemented yet",
         ),
-        ("--enable_profiler", "flag --enable_profiler=True is not implemented yet"),
+        ("--use_alts_credentials", "flag --use_alts_credentials=True is not implemented yet"),
         (
             "--platform_config_file=/tmp/p",
             "fastserve: flag --platform_config_file is not implemented yet",

@@ -1,4 +1,5 @@
-"""The gRPC frontend: TF Serving's PredictionService and ModelService over grpcio."""
+"""The gRPC frontend: TF Serving's PredictionService and ModelService over grpcio, and the
+services beside them (health, TensorFlow's profiler)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ from fastserve.api import InferenceAPI
 from fastserve.config import ConfigError, models_from_proto
 from fastserve.dtypes import DType, from_numpy
 from fastserve.errors import ServingError, internal, invalid_argument, truncate
+from fastserve.frontends.profiler import METHODS as PROFILER_METHODS
+from fastserve.frontends.profiler import SERVICE as PROFILER_SERVICE
+from fastserve.frontends.profiler import ProfilerService
 from fastserve.health import Health
 from fastserve.metrics import INFERENCE_APIS, status_name
 from fastserve.servables.base import RunContext
@@ -284,6 +288,37 @@ class ModelServicer(_Servicer, model_service_pb2_grpc.ModelServiceServicer):
         return response
 
 
+class ProfilerServicer(_Servicer):
+    """tensorflow.ProfilerService: each request's bytes go to the protocol-free service."""
+
+    def __init__(self, api: InferenceAPI, service: ProfilerService, access: bool) -> None:
+        super().__init__(api, access)
+        self._service = service
+
+    @_guarded
+    def Profile(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        return self._service.call("Profile", request, _run_context(context))
+
+    @_guarded
+    def Terminate(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        return self._service.call("Terminate", request, _run_context(context))
+
+    @_guarded
+    def Monitor(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        return self._service.call("Monitor", request, _run_context(context))
+
+
+def _add_profiler_service(server: grpc.Server, servicer: ProfilerServicer) -> None:
+    # No (de)serializers: the handlers take and give the messages' bytes.
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(getattr(servicer, name))
+        for name in PROFILER_METHODS
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(PROFILER_SERVICE, handlers),)
+    )
+
+
 @dataclass(frozen=True)
 class GrpcOptions:
     host: str
@@ -298,6 +333,8 @@ class GrpcOptions:
     health: Health | None = None
     # Both the TCP port and the UNIX socket serve TLS with it, as in TF Serving.
     ssl_config: SSLConfig | None = None
+    # --enable_profiler: serve tensorflow.ProfilerService with this.
+    profiler: ProfilerService | None = None
 
 
 # The services whose health is reported besides "" (the whole server) and each model's name.
@@ -398,6 +435,8 @@ def create_server(api: InferenceAPI, tasks: Tasks, options: GrpcOptions) -> tupl
     )
     if options.health is not None:
         _add_health_service(server, options.health)
+    if options.profiler is not None:
+        _add_profiler_service(server, ProfilerServicer(api, options.profiler, options.access_log))
     host = f"[{options.host}]" if ":" in options.host else options.host
     credentials = server_credentials(options.ssl_config) if options.ssl_config else None
     port = _bind(server, f"{host}:{options.port}", credentials)
