@@ -5,7 +5,9 @@ ports, with `--enable_batching --batching_parameters_file=<candidate>`) under a 
 gRPC Predict load: `--concurrency` requests in flight, each carrying `--rows_per_request` rows.
 The load comes from h2load (Debian's nghttp2-client) sending one pre-built gRPC frame, or, when
 h2load is not installed, from Python gRPC client processes (which cost the server CPU on a
-small machine: the report says which generator ran).
+small machine: the report says which generator ran). A request counts as answered only if
+its gRPC status is OK; a gRPC error (an HTTP 200 with its status in the trailers) is a failed
+request, and a point with failed requests is never chosen.
 
 The search is coordinate-wise: max_batch_size over powers of two, then batch_timeout_micros,
 then num_batch_threads, each swept with the others fixed at the best point so far, in rounds
@@ -18,6 +20,11 @@ With `--server HOST:PORT` tune drives a server that is already running. It canno
 server's batching parameters (fastserve, like TF Serving, reads them once at start-up), so it
 measures the server as it is under the load shape and reports whether it meets the target
 (exit 0) or not (exit 1), writing no parameters file.
+
+The modules, one job each: `search` (candidates, points, the search), `request` (the Predict
+sent), `command` (flags, the run, the conclusion), `report` (table, parameters file, plot);
+and two that the benchmarks and the tests use as well: `load` (h2load, wrk and Python gRPC
+load generators, percentiles) and `processes` (server processes on free loopback ports).
 """
 
 from fastserve.tune.command import main, parser

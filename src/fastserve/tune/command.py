@@ -9,10 +9,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from fastserve.tune.load import H2Load, LoadGenerator, PythonClients
-from fastserve.tune.processes import LocalServer, cores
+from fastserve.tune.load import (
+    PREDICT_PATH,
+    Endpoint,
+    H2Load,
+    LoadError,
+    LoadGenerator,
+    PythonClients,
+)
+from fastserve.tune.processes import LOOPBACK, FastserveProcess, ServerNotReady, cores
 from fastserve.tune.report import parameters_text, plot, table
 from fastserve.tune.request import (
     TuneError,
@@ -21,8 +29,17 @@ from fastserve.tune.request import (
     fetch_signature,
     predict_body,
 )
-from fastserve.tune.search import Candidate, Point, Space, describe, point_of, search
+from fastserve.tune.search import (
+    Candidate,
+    Point,
+    Space,
+    describe,
+    failures,
+    point_of,
+    search,
+)
 
+REFERENCE = "batching off (reference)"
 DEFAULT_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 DEFAULT_TIMEOUTS = (0, 500, 1000, 2000, 5000, 10000)
 # Flags tune sets on each server it starts; the user may not pass them through.
@@ -130,18 +147,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check_args(args, extra, p)
     try:
         return _run(args, extra)
-    except TuneError as error:
+    except (TuneError, LoadError, ServerNotReady) as error:
         print(f"fastserve tune: {error}", file=sys.stderr)
         return 2
 
 
-def _generator(args: argparse.Namespace, body: bytes, workdir: Path) -> LoadGenerator:
+def _generator(args: argparse.Namespace) -> LoadGenerator:
+    """h2load, one stream on each of `--concurrency` connections; or Python client processes."""
     h2load = shutil.which("h2load")
     if args.load_generator == "h2load" and h2load is None:
         raise TuneError("h2load is not installed: apt-get install -y nghttp2-client")
     if h2load is not None and args.load_generator != "python":
-        return H2Load(h2load, body, args.concurrency, workdir)
-    return PythonClients(body, args.concurrency, cores())
+        return H2Load(args.concurrency, connections=args.concurrency)
+    clients = PythonClients(args.concurrency, cores())
+    if h2load is None:
+        clients.description += "; h2load was not found (apt-get install nghttp2-client)"
+    return clients
+
+
+def _server_endpoint(server: str) -> Endpoint:
+    host, _, port = server.rpartition(":")
+    if not host or not port.isdigit():
+        raise TuneError(f"--server {server!r}: expected HOST:PORT")
+    return Endpoint("grpc", host, int(port), PREDICT_PATH, b"")
 
 
 def _run(args: argparse.Namespace, extra: list[str]) -> int:
@@ -159,30 +187,30 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
             # Every request in flight must be able to wait in a batch at once.
             flags.append(f"--grpc_max_threads={max(args.concurrency, 4 * cores())}")
     args.server_flags = flags
+    if args.server is not None:
+        endpoint = _request(args, _server_endpoint(args.server))
+        generator = _generator(args)
+        say(f"load: {generator.description}")
+        try:
+            return _measure_running(args, generator, endpoint, p99_target)
+        finally:
+            generator.close()
     with tempfile.TemporaryDirectory(prefix="fastserve-tune-") as tmp:
         workdir = Path(tmp)
-        if args.server is not None:
-            body = _request(args, args.server)
-            generator = _generator(args, body, workdir)
-            say(f"load: {generator.description}")
-            try:
-                return _measure_running(args, generator, args.server, p99_target)
-            finally:
-                generator.close()
         # The first server runs without batching: it tells the signature, and its
         # throughput is the reference the batching settings are shown against.
         say("starting fastserve without batching (the signature, and a reference point) ...")
-        first = LocalServer(flags, None)
+        first = FastserveProcess(flags)
         try:
             first.wait_ready(args.ready_timeout)
-            body = _request(args, first.target)
-            generator = _generator(args, body, workdir)
+            endpoint = _request(args, _local_endpoint(first))
+            generator = _generator(args)
             args.generator_description = generator.description
             say(f"load: {generator.description}")
             reference = point_of(
-                None, generator.measure(first.target, args.warmup_seconds, args.seconds_per_point)
+                None, generator.measure(endpoint, args.seconds_per_point, args.warmup_seconds)
             )
-            say(describe(reference, p99_target))
+            say(describe(reference, p99_target, REFERENCE))
         finally:
             first.stop()
         try:
@@ -200,12 +228,15 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
                 started = time.monotonic()
                 parameters = workdir / "candidate.txt"
                 parameters.write_text(candidate.text_proto())
-                server = LocalServer(flags, parameters)
+                server = FastserveProcess(
+                    [*flags, "--enable_batching", f"--batching_parameters_file={parameters}"]
+                )
                 try:
                     server.wait_ready(args.ready_timeout)
-                    check_predict(server.target, body)
                     measured = generator.measure(
-                        server.target, args.warmup_seconds, args.seconds_per_point
+                        _local_endpoint(server, endpoint.body),
+                        args.seconds_per_point,
+                        args.warmup_seconds,
                     )
                 finally:
                     server.stop()
@@ -217,31 +248,41 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
     return _conclude(args, reference, points, p99_target)
 
 
-def _request(args: argparse.Namespace, target: str) -> bytes:
-    """The serialized Predict the load sends, checked against the server once."""
-    signature = fetch_signature(target, args.model_name, args.signature_name)
+def _local_endpoint(server: FastserveProcess, body: bytes = b"") -> Endpoint:
+    return Endpoint("grpc", LOOPBACK, server.grpc_port, PREDICT_PATH, body)
+
+
+def _request(args: argparse.Namespace, endpoint: Endpoint) -> Endpoint:
+    """The endpoint with the Predict the load sends, checked against the server once."""
+    signature = fetch_signature(endpoint.address, args.model_name, args.signature_name)
     inputs = build_inputs(args, signature)
-    body = predict_body(args.model_name, args.signature_name, inputs)
-    check_predict(target, body)
+    endpoint = replace(endpoint, body=predict_body(args.model_name, args.signature_name, inputs))
+    check_predict(endpoint)
     rows = {a.shape[0] for a in inputs.values() if a.ndim > 0}
     args.rows_per_request_used = rows.pop() if len(rows) == 1 else args.rows_per_request
-    return body
+    return endpoint
 
 
 def _measure_running(
-    args: argparse.Namespace, generator: LoadGenerator, target: str, p99_target: float
+    args: argparse.Namespace, generator: LoadGenerator, endpoint: Endpoint, p99_target: float
 ) -> int:
-    point = point_of(None, generator.measure(target, args.warmup_seconds, args.seconds_per_point))
+    point = point_of(None, generator.measure(endpoint, args.seconds_per_point, args.warmup_seconds))
     print("\n".join(table([point], None, p99_target)))
     print(
-        f"\nMeasured the running server at {target} as it is: tune cannot change a running "
+        f"\nMeasured the running server at {args.server} as it is: tune cannot change a running "
         "server's batching parameters, so no file was written. To tune them, run tune "
         "without --server (it starts its own servers)."
     )
+    if point.failed:
+        print(
+            f"fastserve tune: requests to the running server failed{failures(point)}",
+            file=sys.stderr,
+        )
+        return 1
     if not point.meets(p99_target):
         print(
             f"fastserve tune: the running server misses p99 <= {args.p99_ms:g} ms: p99 "
-            f"{point.p99 * 1e3:.2f} ms, {point.failed} failed",
+            f"{point.p99 * 1e3:.2f} ms",
             file=sys.stderr,
         )
         return 1
@@ -253,7 +294,7 @@ def _conclude(
 ) -> int:
     within = [p for p in points if p.meets(p99_target)]
     chosen = max(within, key=lambda p: p.throughput) if within else None
-    print("\n".join(table([reference, *points], chosen, p99_target, "batching off (reference)")))
+    print("\n".join(table([reference, *points], chosen, p99_target, REFERENCE)))
     if (
         chosen is not None
         and reference.meets(p99_target)
@@ -269,6 +310,16 @@ def _conclude(
             print(f"\nplot: {args.plot}")
         else:
             print("\nmatplotlib is not installed: no plot (pip install matplotlib)")
+    if chosen is None and all(p.failed for p in points):
+        fewest = min(points, key=lambda p: p.failed / (p.failed + p.requests))
+        where = fewest.candidate.label if fewest.candidate else ""
+        print(
+            f"fastserve tune: requests failed at every setting measured; the fewest at {where}"
+            f"{failures(fewest)}. No setting can be chosen: find out why they fail (the "
+            "servers' logs, the model, the request: --input, --input_file), then run again.",
+            file=sys.stderr,
+        )
+        return 1
     if chosen is None:
         lowest = min(points, key=lambda p: (p.failed > 0, p.p99))
         where = lowest.candidate.label if lowest.candidate else ""
@@ -287,4 +338,3 @@ def _conclude(
         f"{chosen.throughput:,.0f} requests/s, p99 {chosen.p99 * 1e3:.2f} ms"
     )
     return 0
-

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from fastserve.tune.search import Point
-
-# --- output ------------------------------------------------------------------------------------
 
 
 def table(
@@ -64,7 +63,8 @@ def plot(
     path: Path,
     reference: Point | None = None,
 ) -> bool:
-    """Throughput against p99 of every point measured, if matplotlib is installed."""
+    """Throughput against p99 of every point measured that answered requests, if matplotlib is
+    installed."""
     try:
         import matplotlib
 
@@ -72,6 +72,7 @@ def plot(
         import matplotlib.pyplot as plt
     except ImportError:
         return False
+    points = [p for p in points if math.isfinite(p.p99)]
     figure, axis = plt.subplots(figsize=(9, 5.5))
     threads = sorted({p.candidate.num_batch_threads for p in points if p.candidate})
     markers = "osD^v"
@@ -92,12 +93,12 @@ def plot(
                 xytext=(3, 3),
                 textcoords="offset points",
             )
-    if chosen is not None:
+    if chosen is not None and math.isfinite(chosen.p99):
         axis.scatter(
             [chosen.p99 * 1e3], [chosen.throughput], s=200, facecolors="none",
             edgecolors="red", label="chosen",
         )  # fmt: skip
-    if reference is not None and reference.requests:
+    if reference is not None and math.isfinite(reference.p99):
         axis.scatter(
             [reference.p99 * 1e3], [reference.throughput], marker="x", color="black",
             label="batching off",

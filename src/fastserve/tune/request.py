@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-PREDICT = "/tensorflow.serving.PredictionService/Predict"
+from fastserve.tune.load import Endpoint, grpc_call, grpc_status
 
 
 class TuneError(Exception):
@@ -140,16 +140,11 @@ def predict_body(model: str, signature_name: str, inputs: dict[str, np.ndarray])
     return bytes(request.SerializeToString())
 
 
-def check_predict(target: str, body: bytes) -> None:
-    """One real Predict; raises TuneError with the server's answer unless it is OK (h2load
-    sees HTTP statuses only, not gRPC ones)."""
+def check_predict(endpoint: Endpoint) -> None:
+    """One real Predict; raises TuneError with the server's answer unless it is OK."""
     import grpc
 
-    with grpc.insecure_channel(target) as channel:
-        predict = channel.unary_unary(PREDICT)
-        try:
-            predict(body, timeout=60)
-        except grpc.RpcError as error:
-            raise TuneError(
-                f"a Predict with the tuning request failed: {error.code().name}: {error.details()}"
-            ) from None
+    try:
+        grpc_call(endpoint)
+    except grpc.RpcError as error:
+        raise TuneError(f"a Predict with the tuning request failed: {grpc_status(error)}") from None

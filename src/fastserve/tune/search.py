@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from fastserve.tune.load import LoadResult
 from fastserve.tune.processes import cores
 
 # --- candidates and measured points ------------------------------------------------------------
@@ -38,17 +39,10 @@ class Candidate:
 
 
 @dataclass
-class Measurement:
-    """What a load generator saw in its window: latencies (seconds) of answered requests."""
-
-    latencies: list[float]
-    seconds: float
-    failed: int = 0
-
-
-@dataclass
 class Point:
-    """A candidate (None: a running server as it is) and what it achieved."""
+    """A candidate (None: batching off, or a running server as it is) and what it achieved:
+    requests answered OK in `seconds`, their p50 and p99 (infinite without any), requests
+    failed, and the status of one failed request when one was seen."""
 
     candidate: Candidate | None
     requests: int
@@ -57,6 +51,7 @@ class Point:
     p99: float
     failed: int
     took: float = 0.0  # wall seconds this point cost, start-up included
+    error: str = ""
 
     @property
     def throughput(self) -> float:
@@ -66,23 +61,17 @@ class Point:
         return self.requests > 0 and self.failed == 0 and self.p99 <= p99_target
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return math.inf
-    index = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
-    return ordered[index]
-
-
-def point_of(candidate: Candidate | None, measured: Measurement, took: float = 0.0) -> Point:
+def point_of(candidate: Candidate | None, measured: LoadResult, took: float = 0.0) -> Point:
+    answered = measured.requests > 0
     return Point(
         candidate,
-        len(measured.latencies),
+        measured.requests,
         measured.seconds,
-        percentile(measured.latencies, 50),
-        percentile(measured.latencies, 99),
+        measured.p50 if answered else math.inf,
+        measured.p99 if answered else math.inf,
         measured.failed,
         took,
+        measured.error_sample,
     )
 
 
@@ -173,11 +162,19 @@ def search(
     return list(points.values())
 
 
-def describe(point: Point, p99_target: float) -> str:
-    what = point.candidate.label if point.candidate else "the running server"
+def describe(point: Point, p99_target: float, what: str = "") -> str:
+    """A line of progress: the point's label (or `what`), its figures, and any failures."""
+    what = what or (point.candidate.label if point.candidate else "the running server")
     mark = "meets" if point.meets(p99_target) else "misses"
-    failed = f", {point.failed} failed" if point.failed else ""
     return (
         f"{what}: {point.throughput:,.0f} requests/s, p50 {point.p50 * 1e3:.2f} ms, "
-        f"p99 {point.p99 * 1e3:.2f} ms ({mark} the target){failed}"
+        f"p99 {point.p99 * 1e3:.2f} ms ({mark} the target){failures(point)}"
     )
+
+
+def failures(point: Point) -> str:
+    """`, N of M requests failed (e.g. CODE: details)`, or nothing when none failed."""
+    if not point.failed:
+        return ""
+    example = f" (e.g. {point.error})" if point.error else ""
+    return f", {point.failed:,} of {point.failed + point.requests:,} requests failed{example}"
