@@ -153,7 +153,9 @@ class LoadResult:
     mean: float
     generator_cpu: float  # CPU seconds the generator used in the window
     errors: dict[str, int] = field(default_factory=dict)  # kind -> count, in the window
-    error_sample: str = ""  # the status of one failed call, when one was seen
+    # The status of a failed call: h2load's call after the load, the Python clients' first
+    # error in the window; "" when none was seen.
+    error_sample: str = ""
     command: list[str] = field(default_factory=list)
 
     @property
@@ -249,7 +251,22 @@ def grpc_connections(concurrency: int) -> int:
     return min(8, max(1, concurrency // 4))
 
 
-class H2Load:
+class _ChildGenerator:
+    """A generator run as a child process per measurement (a C program): nothing to close."""
+
+    def measure(self, endpoint: Endpoint, seconds: float, warmup: float = 0.0) -> LoadResult:
+        if warmup > 0:
+            self._run(endpoint, warmup)
+        return self._run(endpoint, seconds)
+
+    def close(self) -> None:
+        pass
+
+    def _run(self, endpoint: Endpoint, seconds: float) -> LoadResult:
+        raise NotImplementedError
+
+
+class H2Load(_ChildGenerator):
     """h2load sending a pre-built gRPC frame: `concurrency` requests in flight over
     `connections` HTTP/2 connections (by default grpc_connections(concurrency))."""
 
@@ -261,14 +278,6 @@ class H2Load:
         self.description = (
             f"h2load ({self.tool}), {self.connections} connection(s) x {self.streams} stream(s)"
         )
-
-    def measure(self, endpoint: Endpoint, seconds: float, warmup: float = 0.0) -> LoadResult:
-        if warmup > 0:
-            self._run(endpoint, warmup)
-        return self._run(endpoint, seconds)
-
-    def close(self) -> None:
-        pass
 
     def _run(self, endpoint: Endpoint, seconds: float) -> LoadResult:
         answer_size = len(grpc_frame(checked_grpc_call(endpoint)))
@@ -307,14 +316,7 @@ class H2Load:
         if without_message:
             errors[GRPC_ERRORS] = without_message
         p50, p99, mean = latency_figures(latencies if len(latencies) > without_message else [])
-        sample = ""
-        if errors:
-            import grpc
-
-            try:
-                grpc_call(endpoint)
-            except grpc.RpcError as error:
-                sample = grpc_status(error)
+        sample = _sample_after(endpoint)
         return LoadResult(
             generator="h2load",
             concurrency=self.concurrency,
@@ -329,6 +331,17 @@ class H2Load:
             error_sample=sample,
             command=command,
         )
+
+
+def _sample_after(endpoint: Endpoint) -> str:
+    """The status of a call right after a load: "" if OK."""
+    import grpc
+
+    try:
+        grpc_call(endpoint)
+    except grpc.RpcError as error:
+        return grpc_status(error)
+    return ""
 
 
 def _h2load_data_bytes(output: str) -> int | None:
@@ -380,7 +393,7 @@ _WRK_ERRORS = (
 )
 
 
-class Wrk:
+class Wrk(_ChildGenerator):
     """wrk POSTing the endpoint's body: `concurrency` HTTP/1.1 keep-alive connections, one
     request in flight on each, in `threads` threads; windows in whole seconds (wrk's unit)."""
 
@@ -391,14 +404,6 @@ class Wrk:
         self.description = (
             f"wrk ({self.tool}), {concurrency} connection(s), {self.threads} thread(s)"
         )
-
-    def measure(self, endpoint: Endpoint, seconds: float, warmup: float = 0.0) -> LoadResult:
-        if warmup > 0:
-            self._run(endpoint, warmup)
-        return self._run(endpoint, seconds)
-
-    def close(self) -> None:
-        pass
 
     def _run(self, endpoint: Endpoint, seconds: float) -> LoadResult:
         status, answer = rest_call(endpoint)
