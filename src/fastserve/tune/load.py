@@ -306,7 +306,9 @@ class H2Load(_ChildGenerator):
             rows = [line.split("\t") for line in log.read_text().splitlines() if line.strip()]
         latencies = [int(r[2]) / 1e6 for r in rows if len(r) >= 3 and r[1] == "200"]
         errors: dict[str, int] = {}
-        failed = len(rows) - len(latencies) + _h2load_count(done.stdout, "errored")
+        # h2load's "failed" counts HTTP statuses >= 400 and streams that failed ("errored");
+        # the log may hold those, and other statuses, too.
+        failed = max(len(rows) - len(latencies), _h2load_count(done.stdout, "failed"))
         if failed:
             errors["HTTP not 200 or stream failed"] = failed
         data = _h2load_data_bytes(done.stdout)
@@ -352,7 +354,7 @@ def _h2load_data_bytes(output: str) -> int | None:
 
 def _h2load_count(output: str, what: str) -> int:
     # "requests: 2394 total, 2396 started, 2394 done, 2394 succeeded, 0 failed, 0 errored, ..."
-    match = re.search(rf"^requests:.*?(\d+) {what}", output, re.M)
+    match = re.search(rf"^requests:.*?\b(\d+) {what}\b", output, re.M)
     return int(match.group(1)) if match else 0
 
 

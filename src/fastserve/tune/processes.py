@@ -3,6 +3,7 @@ output collected line by line, ready once a line says so, stopped with SIGTERM."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -141,8 +142,12 @@ class ServerProcess:
         with its last lines."""
         if self.wait_for_line(self.ready_text, timeout) and self.process.poll() is None:
             return
+        code = self.process.poll()
+        if code is None and self._ended:  # its output ended: it is exiting
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = self.process.wait(10)
+        why = f"not in {timeout:g} s" if code is None else f"exited with {code}"
         self.kill()
-        why = f"exited with {self.process.returncode}" if self._ended else f"not in {timeout:g} s"
         tail = "\n".join(self.lines[-100:])
         raise ServerNotReady(
             f"{self.name} did not become ready ({why}):\n$ {shlex.join(self.args)}\n{tail}"
