@@ -5,9 +5,10 @@ with TensorFlow in a temporary folder, served by the `fastserve` command started
 subprocess on free loopback ports (`--model_name=mlp --model_base_path=...`), once without
 batching and once per batching setting (`--enable_batching --batching_parameters_file=FILE`,
 a TF Serving BatchingParameters text proto). For each server, 64 concurrent gRPC clients
-(TF Serving's PredictionService stub, one row per request, each client sending its next
-request as soon as the previous one is answered) run in a few client processes, each an
-asyncio loop with grpc.aio. After a warm-up, requests answered inside a fixed window count:
+(grpc.aio calls of PredictionService/Predict carrying a pre-serialized PredictRequest, one
+row per request, each client sending its next request as soon as the previous one is
+answered) run in a few client processes: fastserve.tune.load's PythonClients, the generator
+`fastserve tune` falls back on. After a warm-up, requests answered inside a fixed window count:
 throughput is those / the window, p50 and p99 their latencies as the clients saw them.
 The server runs with --grpc_max_threads=64 (--grpc-threads) so that every client's request can
 be inside it at once (its default, 4 per CPU, would cap a batch at 8 rows here); one reference
@@ -35,33 +36,27 @@ Nothing here asserts on timing: it prints numbers (and counts failed requests).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import itertools
-import multiprocessing
-import multiprocessing.connection
 import os
 import shlex
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from common import machine_description, publish
 
+from fastserve.tune.load import PREDICT_PATH, Endpoint, PythonClients
+from fastserve.tune.processes import LOOPBACK, FastserveProcess
+from fastserve.tune.request import predict_body
+from fastserve.tune.search import Candidate
+
 FASTSERVE = str(Path(sys.executable).with_name("fastserve"))
-READY_LINE = "fastserve is ready"
 MODEL = "mlp"
 LAYERS = (512, 1024, 1024, 16)
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -98,12 +93,13 @@ class Setting:
         return f"reference, no-op model: {label}" if self.noop else label
 
     def text_proto(self) -> str:
-        return (
-            f"max_batch_size {{ value: {self.max_batch_size} }}\n"
-            f"batch_timeout_micros {{ value: {self.batch_timeout_micros} }}\n"
-            f"max_enqueued_batches {{ value: {self.max_enqueued_batches} }}\n"
-            f"num_batch_threads {{ value: {self.num_batch_threads} }}\n"
-        )
+        """The BatchingParameters file, as `fastserve tune` writes its candidates'."""
+        return Candidate(
+            self.max_batch_size,
+            self.batch_timeout_micros,
+            self.num_batch_threads,
+            self.max_enqueued_batches,
+        ).text_proto()
 
 
 SETTINGS = [
@@ -219,171 +215,30 @@ def noop_model(base_path: Path) -> Path:
     return config
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def start_server(
+    base_path: Path, setting: Setting, workdir: Path, grpc_threads: int
+) -> FastserveProcess:
+    """A `fastserve` process serving the MLP (or the no-op model) with `setting`."""
+    if setting.noop:
+        flags = [f"--model_config_file={noop_model(workdir / 'noop')}"]
+    else:
+        flags = [f"--model_name={MODEL}", f"--model_base_path={base_path}"]
+    if grpc_threads > 0:
+        flags.append(f"--grpc_max_threads={grpc_threads}")
+    if setting.batching:
+        parameters = workdir / "batching_parameters.txt"
+        parameters.write_text(setting.text_proto())
+        flags += ["--enable_batching", f"--batching_parameters_file={parameters}"]
+    return FastserveProcess(flags, command=[FASTSERVE])
 
 
-class Server:
-    """A `fastserve` process serving the MLP; its output is collected."""
-
-    def __init__(self, base_path: Path, setting: Setting, workdir: Path, grpc_threads: int):
-        self.port = free_port()
-        self.args = [FASTSERVE, "--host=127.0.0.1", f"--port={self.port}", "--rest_api_port=0"]
-        if setting.noop:
-            config = noop_model(workdir / "noop")
-            self.args.append(f"--model_config_file={config}")
-        else:
-            self.args += [f"--model_name={MODEL}", f"--model_base_path={base_path}"]
-        if grpc_threads > 0:
-            self.args.append(f"--grpc_max_threads={grpc_threads}")
-        if setting.batching:
-            parameters = workdir / "batching_parameters.txt"
-            parameters.write_text(setting.text_proto())
-            self.args += ["--enable_batching", f"--batching_parameters_file={parameters}"]
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
-        self.process = subprocess.Popen(
-            self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        )
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if READY_LINE in line:
-                self._ready.set()
-        self._ready.set()
-
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        if not self._ready.wait(timeout) or self.process.poll() is not None:
-            self.stop()
-            output = "\n".join(self.lines[-40:])
-            raise RuntimeError(f"fastserve did not become ready:\n{output}")
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU of the server process (all its threads) so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(30)
-        self._reader.join(10)
-
-
-# --- the clients ------------------------------------------------------------------------------
-
-
-@dataclass
-class ClientResult:
-    latencies: list[float]  # seconds, of requests answered inside the window
-    errors: dict[str, int]  # status code name -> count, inside the window
-    cpu_seconds: float  # this client process's CPU over the window
-
-
-def client_process(conn: multiprocessing.connection.Connection, concurrency: int) -> None:
-    """A client process: for each (port, start, end) it gets, runs `concurrency` concurrent
-    callers against that server until `end` (time.monotonic()) and sends back what it saw."""
+def predict_endpoint(port: int) -> Endpoint:
+    """One row of the MLP's input, as a serialized PredictRequest."""
     import numpy as np
-    import tensorflow as tf
-    from tensorflow_serving.apis import predict_pb2
 
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = MODEL
     x = np.random.default_rng(1).standard_normal((1, LAYERS[0]), dtype=np.float32)
-    request.inputs["x"].CopyFrom(tf.make_tensor_proto(x))
-    conn.send("ready")
-    while True:
-        command = conn.recv()
-        if command is None:
-            return
-        port, start, end = command
-        conn.send(asyncio.run(drive(port, request, concurrency, start, end)))
-
-
-async def drive(
-    port: int, request: Any, concurrency: int, start: float, end: float
-) -> ClientResult:
-    import grpc
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
-
-    latencies: list[float] = []
-    errors: Counter[str] = Counter()
-    cpu: list[float] = []
-    monotonic = time.monotonic
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        predict = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict
-
-        async def caller() -> None:
-            while True:
-                t0 = monotonic()
-                if t0 >= end:
-                    return
-                try:
-                    await predict(request, timeout=60)
-                    code = None
-                except grpc.aio.AioRpcError as error:
-                    code = error.code().name
-                t1 = monotonic()
-                if start <= t1 < end:
-                    if code is None:
-                        latencies.append(t1 - t0)
-                    else:
-                        errors[code] += 1
-
-        async def meter() -> None:
-            await asyncio.sleep(max(0.0, start - monotonic()))
-            cpu.append(time.process_time())
-            await asyncio.sleep(max(0.0, end - monotonic()))
-            cpu.append(time.process_time())
-
-        await asyncio.gather(meter(), *(caller() for _ in range(concurrency)))
-    return ClientResult(latencies, dict(errors), cpu[1] - cpu[0])
-
-
-class Clients:
-    """Client processes, started once (they import TensorFlow) and reused for every server."""
-
-    def __init__(self, clients: int, processes: int) -> None:
-        context = multiprocessing.get_context("spawn")
-        shares = [clients // processes + (i < clients % processes) for i in range(processes)]
-        self.conns: list[multiprocessing.connection.Connection] = []
-        self.procs = []
-        for share in shares:
-            parent, child = context.Pipe()
-            proc = context.Process(target=client_process, args=(child, share), daemon=True)
-            proc.start()
-            self.conns.append(parent)
-            self.procs.append(proc)
-        for conn in self.conns:
-            if conn.recv() != "ready":
-                raise RuntimeError("a client process did not start")
-
-    def start(self, port: int, start: float, end: float) -> None:
-        for conn in self.conns:
-            conn.send((port, start, end))
-
-    def results(self) -> list[ClientResult]:
-        return [conn.recv() for conn in self.conns]
-
-    def close(self) -> None:
-        for conn in self.conns:
-            with contextlib.suppress(OSError):
-                conn.send(None)
-        for proc in self.procs:
-            proc.join(30)
-            if proc.is_alive():
-                proc.terminate()
+    body = predict_body(MODEL, "", {"x": x})
+    return Endpoint("grpc", LOOPBACK, port, PREDICT_PATH, body)
 
 
 # --- measuring --------------------------------------------------------------------------------
@@ -430,48 +285,38 @@ def combine(runs: list[Result]) -> Result:
     )
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(q / 100 * len(sorted_values)) - 1))
-    return sorted_values[index]
-
-
 def measure(
-    setting: Setting, base_path: Path, workdir: Path, clients: Clients, args: argparse.Namespace
+    setting: Setting,
+    base_path: Path,
+    workdir: Path,
+    clients: PythonClients,
+    args: argparse.Namespace,
 ) -> Result:
     """A fresh server with `setting`, under the clients' load for a warm-up and a window."""
-    warmup, seconds = args.warmup, args.seconds
     began = time.monotonic()
     threads = args.grpc_threads if setting.grpc_threads is None else setting.grpc_threads
-    server = Server(base_path, setting, workdir, threads)
+    server = start_server(base_path, setting, workdir, threads)
     try:
         server.wait_ready()
         startup = time.monotonic() - began
-        start = time.monotonic() + warmup
-        end = start + seconds
-        clients.start(server.port, start, end)
+        start, end = clients.start(predict_endpoint(server.grpc_port), args.seconds, args.warmup)
         time.sleep(max(0.0, start - time.monotonic()))
         cpu0 = server.cpu_seconds()
         time.sleep(max(0.0, end - time.monotonic()))
         cpu1 = server.cpu_seconds()
-        results = clients.results()
+        load = clients.result()
     finally:
         server.stop()
-    latencies = sorted(x for r in results for x in r.latencies)
-    errors: Counter[str] = Counter()
-    for r in results:
-        errors.update(r.errors)
     return Result(
         setting=setting,
-        requests=len(latencies),
-        seconds=seconds,
-        p50=percentile(latencies, 50),
-        p99=percentile(latencies, 99),
-        mean=statistics.fmean(latencies) if latencies else float("nan"),
-        errors=dict(errors),
-        client_cpu=sum(r.cpu_seconds for r in results) / seconds,
-        server_cpu=(cpu1 - cpu0) / seconds,
+        requests=load.requests,
+        seconds=load.seconds,
+        p50=load.p50,
+        p99=load.p99,
+        mean=load.mean,
+        errors=load.errors,
+        client_cpu=load.generator_cores,
+        server_cpu=(cpu1 - cpu0) / load.seconds,
         startup=startup,
     )
 
@@ -506,11 +351,12 @@ def report(
         + (f" `--grpc_max_threads={args.grpc_threads}`" if args.grpc_threads > 0 else "")
         + "), batching on with `--enable_batching --batching_parameters_file=FILE` "
         "(max_enqueued_batches 100). "
-        f"Load: {args.clients} concurrent closed-loop gRPC clients (TF Serving's "
-        f"PredictionService stub, 1 row per Predict) in {args.client_processes} client "
-        f"processes (grpc.aio). Per run: a fresh server, {args.warmup:g} s warm-up, then "
-        f"a {args.seconds:g} s window; throughput = requests answered OK in the window / "
-        "window; latency as the client saw it (its send to its answer). CPU = CPU seconds "
+        f"Load: {args.clients} concurrent closed-loop gRPC clients (grpc.aio calls of "
+        "PredictionService/Predict with a pre-serialized request, 1 row per Predict) in "
+        f"{args.client_processes} client processes. Per run: a fresh server, "
+        f"{args.warmup:g} s warm-up, then a {args.seconds:g} s window; throughput = "
+        "requests answered OK in the window / window; latency as the client saw it (its "
+        "send to its answer). CPU = CPU seconds "
         "used in the window / window seconds (2 = both cores busy). Each setting ran "
         f"{args.repeats} time(s), settings in turn; each figure is the median over its runs. "
         "The reference rows serve a python model returning zeros under the same name and "
@@ -705,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         build_model(base_path / "1")
         sizes = sorted({1, 8, *(s.max_batch_size for s in settings if s.batching)})
         exec_times = execution_times(base_path / "1", sizes, args.exec_seconds)
-        clients = Clients(args.clients, args.client_processes)
+        clients = PythonClients(args.clients, args.client_processes)
         runs: dict[Setting, list[Result]] = {setting: [] for setting in settings}
         try:
             for repeat in range(args.repeats):

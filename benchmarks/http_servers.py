@@ -10,9 +10,11 @@ What it measures, for each HTTP server fastserve offers (--rest_server hypercorn
   tests/support/models.py `half_plus_two_v1`), or with --model echo a python model (y = x + 1).
 Load: wrk (Debian package `wrk`: `apt-get install -y wrk`) with a Lua script posting
 `{"instances": [1.0]}` to /v1/models/half_plus_two:predict over keep-alive connections, at 16
-and 64 connections (--connections). Each measurement is a warm-up run, then a run of
---seconds whose requests/s and latency p50/p99 come from wrk's own report (--latency). Each
-configuration runs --repeats times (configurations in turn); the median is reported.
+and 64 connections (--connections); the generator is fastserve.tune.load's Wrk, the one
+`fastserve tune` and the serving benchmark use. Each measurement is a warm-up run, then a run
+of --seconds whose requests/s (answered OK) and latency p50/p99 come from wrk's own summary
+and latency histogram. Each configuration runs --repeats times (configurations in turn); the
+median is reported.
 
 The ratio fastserve / floor on the same HTTP server and connection count is the issue's REST
 target (>= 0.8). The CPU used by wrk and by the server over each run is reported (cores =
@@ -34,9 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import resource
 import shlex
-import shutil
 import signal
 import statistics
 import subprocess
@@ -44,25 +44,21 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import ServerProcess, machine_description, publish
+from common import machine_description, publish
+
+from fastserve.tune.load import Endpoint, MissingTool, Wrk, require, rest_call
+from fastserve.tune.processes import LOOPBACK, READY_LINE, ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 FASTSERVE = str(Path(sys.executable).with_name("fastserve"))
-READY_LINE = "fastserve is ready"
 SERVERS = ("hypercorn", "uvicorn")
 MODEL = "half_plus_two"
 PATH = f"/v1/models/{MODEL}:predict"
 BODY = b'{"instances": [1.0]}'
 FLOOR_ANSWER = b'{"predictions": [2.5]}'
-LUA = f"""\
-wrk.method = "POST"
-wrk.body = '{BODY.decode()}'
-wrk.headers["Content-Type"] = "application/json"
-"""
 
 
 # --- the floor: a bare Starlette app on fastserve's HTTP server thread --------------------------
@@ -104,8 +100,11 @@ class Process(ServerProcess):
     def __init__(self, name: str, server: str, args: list[str], ready: str) -> None:
         self.server = server
         self.port = 0
-        super().__init__(args, ready, f"{name} on {server}", on_line=self._port_from)
+        super().__init__(args, ready=ready, name=f"{name} on {server}", on_line=self._port_from)
         self.name = name
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint("rest", LOOPBACK, self.port, PATH, BODY, "application/json")
 
     def _port_from(self, line: str) -> None:
         found = re.search(r"listening on (\d+)", line)
@@ -145,14 +144,6 @@ def start_fastserve(server: str, model_dir: Path, model: str, port: int) -> Proc
     return process
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def build_model(model: str, base: Path) -> Path:
     sys.path.insert(0, str(REPO / "tests"))
     from support import models
@@ -166,15 +157,9 @@ def build_model(model: str, base: Path) -> Path:
 
 def check(process: Process) -> None:
     """One real request; raises unless the answer is half_plus_two's for 1.0."""
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{process.port}{PATH}",
-        data=BODY,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        body = json.loads(answer.read())
-    if body != {"predictions": [2.5]}:
-        raise RuntimeError(f"{process.name} on {process.server} answered {body}")
+    status, body = rest_call(process.endpoint())
+    if status != 200 or json.loads(body) != {"predictions": [2.5]}:
+        raise RuntimeError(f"{process.name} on {process.server} answered {status}: {body!r}")
 
 
 # --- wrk ----------------------------------------------------------------------------------------
@@ -182,83 +167,34 @@ def check(process: Process) -> None:
 
 @dataclass
 class Run:
-    requests_per_second: float
+    requests_per_second: float  # answered OK
     p50: float  # seconds
     p99: float
-    errors: int  # non-2xx answers, socket errors and timeouts
+    errors: int  # HTTP statuses >= 400, socket errors and timeouts
     wrk_cpu: float  # cores
     server_cpu: float  # cores
     wrk_cpu_per_request: float  # seconds
 
 
-_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def _duration(text: str) -> float:
-    found = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
-    if not found:
-        raise ValueError(f"not a wrk duration: {text!r}")
-    return float(found.group(1)) * _UNITS[found.group(2)]
-
-
-def parse_wrk(output: str) -> tuple[float, float, float, int, int]:
-    """requests/s, p50 and p99 (seconds), requests, errors from wrk --latency's report."""
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    p50 = _duration(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
-    p99 = _duration(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
-    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
-    errors = 0
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    if non_2xx:
-        errors += int(non_2xx.group(1))
-    sockets = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
-    )
-    if sockets:
-        errors += sum(int(x) for x in sockets.groups())
-    return rate, p50, p99, requests, errors
-
-
-def wrk(port: int, connections: int, seconds: float, lua: Path, threads: int) -> str:
-    done = subprocess.run(
-        [
-            "wrk",
-            f"-t{min(threads, connections)}",
-            f"-c{connections}",
-            f"-d{max(1, round(seconds))}s",
-            "--timeout=10s",
-            "--latency",
-            "-s",
-            str(lua),
-            f"http://127.0.0.1:{port}{PATH}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout
-
-
-def measure(process: Process, connections: int, args: argparse.Namespace, lua: Path) -> Run:
+def measure(process: Process, connections: int, args: argparse.Namespace) -> Run:
+    wrk = Wrk(connections, threads=args.wrk_threads)
+    endpoint = process.endpoint()
     if args.warmup > 0:
-        wrk(process.port, connections, args.warmup, lua, args.wrk_threads)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wrk.measure(endpoint, args.warmup)
     server0 = process.cpu_seconds()
     began = time.perf_counter()
-    output = wrk(process.port, connections, args.seconds, lua, args.wrk_threads)
+    load = wrk.measure(endpoint, args.seconds)
     elapsed = time.perf_counter() - began
     server1 = process.cpu_seconds()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    wrk_cpu = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
-    rate, p50, p99, requests, errors = parse_wrk(output)
+    answers = load.requests + load.failed
     return Run(
-        requests_per_second=rate,
-        p50=p50,
-        p99=p99,
-        errors=errors,
-        wrk_cpu=wrk_cpu / elapsed,
+        requests_per_second=load.throughput,
+        p50=load.p50,
+        p99=load.p99,
+        errors=load.failed,
+        wrk_cpu=load.generator_cores,
         server_cpu=(server1 - server0) / elapsed,
-        wrk_cpu_per_request=wrk_cpu / requests if requests else float("nan"),
+        wrk_cpu_per_request=load.generator_cpu / answers if answers else float("nan"),
     )
 
 
@@ -309,7 +245,8 @@ def report(
         "Floor: a bare Starlette app that reads the body and answers a fixed JSON, on "
         "fastserve's own HTTP server thread (same settings). fastserve: the `fastserve` "
         f"command serving {model}, `--rest_server=SERVER`, other flags at their defaults. "
-        "Latency from wrk's --latency report. CPU in cores (CPU seconds / run seconds).",
+        "Requests/s: answered OK; latency from wrk's histogram. CPU in cores (CPU seconds / "
+        "run seconds).",
         "",
         "| target | HTTP server | connections | requests/s | p50 ms | p99 ms | vs floor | "
         "errors | server CPU | wrk CPU | wrk CPU µs/request |",
@@ -488,19 +425,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve_floor:
         return serve_floor(args.serve_floor)
-    if shutil.which("wrk") is None:
-        print(
-            "http_servers.py needs wrk, the HTTP load generator: apt-get install -y wrk",
-            file=sys.stderr,
-        )
+    try:
+        require("wrk")
+    except MissingTool as error:
+        print(f"http_servers.py needs wrk, the HTTP load generator: {error}", file=sys.stderr)
         return 2
     began = time.perf_counter()
     machine = machine_description()
     runs: dict[Key, list[Run]] = {}
     with tempfile.TemporaryDirectory(prefix="fastserve-http-servers-") as tmp:
         workdir = Path(tmp)
-        lua = workdir / "post.lua"
-        lua.write_text(LUA)
         model_dir = build_model(args.model, workdir / MODEL)
         processes: list[Process] = []
         try:
@@ -514,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
                 for connections in args.connections:
                     for process in processes:
                         target = "floor" if process.name != "fastserve" else "fastserve"
-                        run = measure(process, connections, args, lua)
+                        run = measure(process, connections, args)
                         runs.setdefault((target, process.server, connections), []).append(run)
                         print(
                             f"run {repeat + 1}: {target} on {process.server}, {connections} "

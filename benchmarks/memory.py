@@ -1,26 +1,32 @@
-"""Memory: the server's RSS while a version is loaded and unloaded again and again under load.
+"""Memory: the server's RSS while a version is loaded and unloaded again and again under load,
+with batching off and on.
 
 What it measures: the `fastserve` command, started as a subprocess on free loopback ports with
 `--model_config_file` serving the MLP SavedModel of benchmarks/batching.py (512 -> 1024 ->
 1024 -> 16, about 6.4 MB of float32 weights; built in a temporary folder, version 1, and the
-same files copied as version 2) under a specific-versions policy. A client thread sends one
-gRPC Predict (1 row, to the latest version) every --interval-ms (10 ms by default) for the
-whole run. One cycle = a HandleReloadConfigRequest that serves versions {1, 2} (version 2
-loads), GetModelStatus polled until version 2 is AVAILABLE, then a HandleReloadConfigRequest
-back to {1} (version 2 unloads once its in-flight requests finish), GetModelStatus polled
-until version 2 is END. The reload request is the fastest correct way to switch a version:
-the server polls its sources at once on a reload, so no --file_system_poll_wait_seconds
-interval is waited for.
+same files copied as version 2) under a specific-versions policy; once unbatched, and once
+batched (`--enable_batching --batching_parameters_file=...`: each version gets its own batch
+queue, which must go with it), each on a server of its own. A client thread sends one gRPC
+Predict (1 row, to the latest version) every --interval-ms (10 ms by default) for the whole
+run. One cycle = a HandleReloadConfigRequest that serves versions {1, 2} (version 2 loads),
+GetModelStatus polled until version 2 is AVAILABLE, one Predict to version 2 (so that it has
+served, and batched has made its queue, in every cycle), then a HandleReloadConfigRequest back
+to {1} (version 2 unloads once its in-flight requests finish), GetModelStatus polled until
+version 2 is END. The reload request is the fastest correct way to switch a version: the
+server polls its sources at once on a reload, so no --file_system_poll_wait_seconds interval
+is waited for.
 
 The server's resident set (VmRSS, with its anonymous and file-backed parts, from
 /proc/<pid>/status) is read after a warm-up (the server ready, a few seconds of load and
 --warmup-cycles cycles, so that one-time allocations such as TensorFlow's kernels and caches
 are in the baseline) and after each cycle. Growth = RSS after the last cycle - RSS after the
-warm-up; the issue's target is growth <= 30 MB, reported as growth / 30 MB. A least-squares
-slope (MB per cycle) over the cycles shows whether the growth is steady (a leak) or a step.
+warm-up; the issue's target is growth <= 30 MB, for the unbatched and the batched cycles
+alike, reported as growth / 30 MB. A least-squares slope (MB per cycle) over the cycles shows
+whether the growth is steady (a leak) or a step.
 
-    .venv/bin/python benchmarks/memory.py                          # 50 cycles, about 2 min
+    .venv/bin/python benchmarks/memory.py                          # 2 x 50 cycles, about 4 min
     .venv/bin/python benchmarks/memory.py --cycles 2 --warmup-cycles 1   # smoke test
+    .venv/bin/python benchmarks/memory.py --modes batched          # only the batched cycles
     .venv/bin/python benchmarks/memory.py --output benchmarks/results/memory.md
 """
 
@@ -30,20 +36,20 @@ import argparse
 import os
 import shlex
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from batching import LAYERS, build_model
 from common import machine_description, publish
 
-READY_LINE = "fastserve is ready"
+from fastserve.tune.processes import FastserveProcess
+
 MODEL = "mlp"
 TARGET_MB = 30.0
 MB = 1024 * 1024
@@ -51,11 +57,13 @@ MB = 1024 * 1024
 
 # --- the server -------------------------------------------------------------------------------
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+MODES = ("unbatched", "batched")
+# Batches of up to 8 rows, no waiting: the load is light; what matters is that each version
+# gets a batch queue.
+BATCHING_PARAMETERS = (
+    "max_batch_size { value: 8 }\nbatch_timeout_micros { value: 0 }\n"
+    "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 2 }\n"
+)
 
 
 def config_text(base_path: Path, versions: list[int]) -> str:
@@ -68,59 +76,29 @@ def config_text(base_path: Path, versions: list[int]) -> str:
     )
 
 
-class Server:
-    """A `fastserve` process; its output is collected."""
+def memory(pid: int) -> dict[str, int]:
+    """VmRSS, RssAnon, RssFile, VmHWM (bytes) of a process now."""
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+            values[key] = int(rest.split()[0]) * 1024
+    return values
 
-    def __init__(self, config: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.args = [
-            sys.executable,
-            "-m",
-            "fastserve",
-            "--host=127.0.0.1",
-            f"--port={self.port}",
-            "--rest_api_port=0",
-            f"--model_config_file={config}",
-        ]
-        self.env = {k: v for k, v in env.items() if k not in os.environ or os.environ[k] != v}
-        full = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2", **env)
-        self.process = subprocess.Popen(
-            self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full
-        )
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if READY_LINE in line:
-                self._ready.set()
-        self._ready.set()
+def predict_request(version: int | None = None) -> Any:
+    """A PredictRequest of one row for the MLP (its latest version, or `version`)."""
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
 
-    def wait_ready(self, timeout: float = 180.0) -> None:
-        if not self._ready.wait(timeout) or self.process.poll() is not None:
-            self.stop()
-            raise RuntimeError("fastserve did not become ready:\n" + "\n".join(self.lines[-40:]))
-
-    def memory(self) -> dict[str, int]:
-        """VmRSS, RssAnon, RssFile (bytes) of the server process now."""
-        values: dict[str, int] = {}
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
-                values[key] = int(rest.split()[0]) * 1024
-        return values
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(30)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL
+    if version is not None:
+        request.model_spec.version.value = version
+    x = np.random.default_rng(1).standard_normal((1, LAYERS[0]), dtype=np.float32)
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(x))
+    return request
 
 
 # --- the clients ------------------------------------------------------------------------------
@@ -129,19 +107,14 @@ class Server:
 class Load:
     """A thread sending one Predict every `interval` seconds; counts answers and errors."""
 
-    def __init__(self, port: int, interval: float) -> None:
+    def __init__(self, target: str, interval: float) -> None:
         import grpc
-        import numpy as np
-        import tensorflow as tf
-        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
 
         self._grpc = grpc
-        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self._channel = grpc.insecure_channel(target)
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel).Predict
-        self._request = predict_pb2.PredictRequest()
-        self._request.model_spec.name = MODEL
-        x = np.random.default_rng(1).standard_normal((1, LAYERS[0]), dtype=np.float32)
-        self._request.inputs["x"].CopyFrom(tf.make_tensor_proto(x))
+        self._request = predict_request()
         self._interval = interval
         self.answered = 0
         self.began = time.monotonic()
@@ -172,15 +145,20 @@ class Load:
 
 
 class Control:
-    """HandleReloadConfigRequest and GetModelStatus through TF Serving's stubs."""
+    """HandleReloadConfigRequest and GetModelStatus through TF Serving's stubs, and a Predict
+    to a given version."""
 
-    def __init__(self, port: int, base_path: Path) -> None:
+    def __init__(self, target: str, base_path: Path) -> None:
         import grpc
-        from tensorflow_serving.apis import model_service_pb2_grpc
+        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self._channel = grpc.insecure_channel(target)
         self._stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        self._prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._base_path = base_path
+
+    def predict(self, version: int) -> None:
+        self._prediction.Predict(predict_request(version), timeout=60)
 
     def serve(self, versions: list[int]) -> None:
         from google.protobuf import text_format
@@ -233,39 +211,60 @@ class Sample:
     unload_seconds: float
 
 
+@dataclass
+class ModeRun:
+    """The cycles of one server: unbatched or batched."""
+
+    mode: str
+    command: str  # the server's environment (what differs) and command line
+    samples: list[Sample]
+    load: Load
+
+
 def cycle(control: Control) -> tuple[float, float]:
     control.serve([1, 2])
     loaded = control.wait_for(2, "AVAILABLE")
+    control.predict(2)
     control.serve([1])
     unloaded = control.wait_for(2, "END")
     return loaded, unloaded
 
 
-def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Sample], Load, Server]:
+def build(workdir: Path) -> Path:
+    """The MLP as versions 1 and 2 (its base path), and workdir/models.config serving 1."""
     base_path = workdir / MODEL
     build_model(base_path / "1")
     shutil.copytree(base_path / "1", base_path / "2")
-    config = workdir / "models.config"
-    config.write_text(config_text(base_path, [1]))
+    (workdir / "models.config").write_text(config_text(base_path, [1]))
+    return base_path
+
+
+def run(mode: str, args: argparse.Namespace, workdir: Path, base_path: Path) -> ModeRun:
+    """A fresh server in `mode`: warm-up, baseline, then --cycles cycles, RSS after each."""
+    flags = [f"--model_config_file={workdir / 'models.config'}"]
+    if mode == "batched":
+        parameters = workdir / "batching_parameters.txt"
+        parameters.write_text(BATCHING_PARAMETERS)
+        flags += ["--enable_batching", f"--batching_parameters_file={parameters}"]
     env: dict[str, str] = {}
     if args.malloc_arena_max:
         env["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
-    server = Server(config, env)
+    server = FastserveProcess(flags, env=env, name=f"fastserve ({mode})")
     samples: list[Sample] = []
     load: Load | None = None
     try:
         server.wait_ready()
-        load = Load(server.port, args.interval_ms / 1000)
-        control = Control(server.port, base_path)
+        load = Load(server.target, args.interval_ms / 1000)
+        control = Control(server.target, base_path)
         time.sleep(args.warmup_seconds)
         for _ in range(args.warmup_cycles):
             cycle(control)
-        samples.append(Sample(0, server.memory(), 0.0, 0.0))
+        samples.append(Sample(0, memory(server.pid), 0.0, 0.0))
         for index in range(1, args.cycles + 1):
             loaded, unloaded = cycle(control)
-            samples.append(Sample(index, server.memory(), loaded, unloaded))
+            samples.append(Sample(index, memory(server.pid), loaded, unloaded))
             print(
-                f"cycle {index}: RSS {samples[-1].memory['VmRSS'] / MB:.1f} MB",
+                f"{mode} cycle {index}: RSS {samples[-1].memory['VmRSS'] / MB:.1f} MB",
                 file=sys.stderr,
             )
         control.close()
@@ -274,7 +273,9 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Sample], Load, Se
             load.stop()
         server.stop()
     assert load is not None
-    return samples, load, server
+    prefix = " ".join(f"{k}={v}" for k, v in env.items())
+    command = f"{prefix} {shlex.join(server.args)}".strip()
+    return ModeRun(mode, command, samples, load)
 
 
 def slope(samples: list[Sample]) -> float:
@@ -289,20 +290,77 @@ def slope(samples: list[Sample]) -> float:
     return sum((x - mean_x) * (y - mean_y) for x, y in points) / var
 
 
+def growth(samples: list[Sample]) -> float:
+    """MB of VmRSS after the last cycle over the warm-up's."""
+    return (samples[-1].memory["VmRSS"] - samples[0].memory["VmRSS"]) / MB
+
+
+def summary_rows(runs: list[ModeRun]) -> list[str]:
+    """The figures of each mode, a column each."""
+
+    def row(label: str, cell: Callable[[ModeRun], str]) -> str:
+        return f"| {label} | " + " | ".join(cell(r) for r in runs) + " |"
+
+    def mb(value: int) -> str:
+        return f"{value / MB:.1f}"
+
+    def median_ms(values: list[float]) -> str:
+        return f"{sorted(values)[len(values) // 2] * 1e3:.0f} ms" if values else "-"
+
+    cycles = runs[0].samples[-1].cycle
+    out = [
+        "| | " + " | ".join(r.mode for r in runs) + " |",
+        "| --- |" + " ---: |" * len(runs),
+        row("RSS after the warm-up", lambda r: f"{mb(r.samples[0].memory['VmRSS'])} MB"),
+        row(f"RSS after cycle {cycles}", lambda r: f"{mb(r.samples[-1].memory['VmRSS'])} MB"),
+        row(f"growth over {cycles} cycles", lambda r: f"{growth(r.samples):+.1f} MB"),
+        row(
+            f"growth / target ({TARGET_MB:g} MB)",
+            lambda r: (
+                f"{growth(r.samples) / TARGET_MB:.2f} "
+                f"({'met' if growth(r.samples) <= TARGET_MB else 'missed'})"
+            ),
+        ),
+        row(
+            "highest RSS seen",
+            lambda r: f"{mb(max(s.memory['VmRSS'] for s in r.samples))} MB",
+        ),
+        row("slope over the cycles", lambda r: f"{slope(r.samples):+.2f} MB/cycle"),
+    ]
+    for part, name in (("RssAnon", "anonymous"), ("RssFile", "file-backed")):
+        out.append(
+            row(
+                f"{name} RSS: warm-up -> last",
+                lambda r, part=part: (
+                    f"{mb(r.samples[0].memory[part])} -> {mb(r.samples[-1].memory[part])} MB"
+                ),
+            )
+        )
+    out.append(
+        row(
+            "median time to AVAILABLE / to END",
+            lambda r: (
+                median_ms([s.load_seconds for s in r.samples if s.cycle])
+                + " / "
+                + median_ms([s.unload_seconds for s in r.samples if s.cycle])
+            ),
+        )
+    )
+    out.append(
+        row(
+            "load: answered, requests/s, errors",
+            lambda r: (
+                f"{r.load.answered:,}, {r.load.rate:.0f}, "
+                + (", ".join(f"{k} {v}" for k, v in sorted(r.load.errors.items())) or "0")
+            ),
+        )
+    )
+    return out
+
+
 def report(
-    samples: list[Sample],
-    load: Load,
-    server: Server,
-    args: argparse.Namespace,
-    machine: list[str],
-    elapsed: float,
+    runs: list[ModeRun], args: argparse.Namespace, machine: list[str], elapsed: float
 ) -> str:
-    base, last = samples[0].memory, samples[-1].memory
-    growth = (last["VmRSS"] - base["VmRSS"]) / MB
-    peak = max(s.memory["VmRSS"] for s in samples)
-    per_cycle = slope(samples)
-    errors = ", ".join(f"{k} {v}" for k, v in sorted(load.errors.items())) or "0"
-    env = " ".join(f"{k}={v}" for k, v in server.env.items())
     out = [
         "# Memory: RSS of the fastserve server over version load/unload cycles under load",
         "",
@@ -310,55 +368,43 @@ def report(
         "",
         *machine,
         "",
-        f"Server: `{(env + ' ') if env else ''}{shlex.join(server.args)}` serving the MLP "
-        f"SavedModel ({' -> '.join(map(str, LAYERS))}, float32, about 6.4 MB of weights) "
-        "with a specific-versions policy. Load: one gRPC Predict (1 row, latest version) "
-        f"every {args.interval_ms:g} ms from a client thread, all run long "
-        f"({load.answered:,} answered, {load.rate:.0f} requests/s on average, errors: "
-        f"{errors}). One cycle: "
-        "HandleReloadConfigRequest serving versions {1, 2}, GetModelStatus polled until "
-        "version 2 is AVAILABLE, HandleReloadConfigRequest back to {1}, GetModelStatus "
-        "polled until version 2 is END. Warm-up before the baseline: "
-        f"{args.warmup_seconds:g} s of load and {args.warmup_cycles} cycle(s). RSS from "
-        "/proc/<pid>/status.",
+        "Servers, one per mode (ports and temporary paths vary):",
         "",
-        "| | value |",
-        "| --- | ---: |",
-        f"| RSS after the warm-up | {base['VmRSS'] / MB:.1f} MB |",
-        f"| RSS after cycle {samples[-1].cycle} | {last['VmRSS'] / MB:.1f} MB |",
-        f"| growth over {samples[-1].cycle} cycles | {growth:+.1f} MB |",
-        f"| growth / target ({TARGET_MB:g} MB) | {growth / TARGET_MB:.2f} "
-        f"({'met' if growth <= TARGET_MB else 'missed'}) |",
-        f"| highest RSS seen | {peak / MB:.1f} MB |",
-        f"| slope over the cycles | {per_cycle:+.2f} MB/cycle |",
-        f"| anonymous RSS: warm-up -> last | {base['RssAnon'] / MB:.1f} -> "
-        f"{last['RssAnon'] / MB:.1f} MB |",
-        f"| file-backed RSS: warm-up -> last | {base['RssFile'] / MB:.1f} -> "
-        f"{last['RssFile'] / MB:.1f} MB |",
+        *[f"- {r.mode}: `{r.command}`" for r in runs],
+        "",
+        f"Each serves the MLP SavedModel ({' -> '.join(map(str, LAYERS))}, float32, about "
+        "6.4 MB of weights) with a specific-versions policy; batched with the batching "
+        f"parameters `{' '.join(BATCHING_PARAMETERS.split())}`. Load: one gRPC Predict (1 row, "
+        f"latest version) every {args.interval_ms:g} ms from a client thread, all run long. "
+        "One cycle: HandleReloadConfigRequest serving versions {1, 2}, GetModelStatus polled "
+        "until version 2 is AVAILABLE, one Predict to version 2, HandleReloadConfigRequest "
+        "back to {1}, GetModelStatus polled until version 2 is END. Warm-up before the "
+        f"baseline: {args.warmup_seconds:g} s of load and {args.warmup_cycles} cycle(s). RSS "
+        "from /proc/<pid>/status. The target applies to each mode.",
+        "",
+        *summary_rows(runs),
     ]
-    timed = [s for s in samples if s.cycle > 0]
-    if timed:
-        loads = sorted(s.load_seconds for s in timed)
-        unloads = sorted(s.unload_seconds for s in timed)
-        out.append(
-            f"| median time to AVAILABLE / to END | {loads[len(loads) // 2] * 1e3:.0f} ms / "
-            f"{unloads[len(unloads) // 2] * 1e3:.0f} ms |"
-        )
     if args.plot:
         out += ["", f"![RSS per cycle]({args.plot.name})"]
-    out += ["", "## RSS after each cycle (MB)", "", "| cycle | VmRSS | RssAnon | RssFile |"]
-    out.append("| ---: | ---: | ---: | ---: |")
-    for s in samples:
-        m = s.memory
-        out.append(
-            f"| {s.cycle or 'warm-up'} | {m['VmRSS'] / MB:.1f} | {m['RssAnon'] / MB:.1f} | "
-            f"{m['RssFile'] / MB:.1f} |"
-        )
+    out += [
+        "",
+        "## RSS after each cycle (MB)",
+        "",
+        "| cycle | " + " | ".join(f"{r.mode} VmRSS | RssAnon | RssFile" for r in runs) + " |",
+        "| ---: |" + " ---: | ---: | ---: |" * len(runs),
+    ]
+    for index, first in enumerate(runs[0].samples):
+        cells = []
+        for r in runs:
+            m = r.samples[index].memory
+            cells += [f"{m[k] / MB:.1f}" for k in ("VmRSS", "RssAnon", "RssFile")]
+        out.append(f"| {first.cycle or 'warm-up'} | " + " | ".join(cells) + " |")
     out += ["", f"Total time: {elapsed:.1f} s.", ""]
     return "\n".join(out)
 
 
-def plot(samples: list[Sample], path: Path) -> bool:
+def plot(runs: list[ModeRun], path: Path) -> bool:
+    """RSS growth since the warm-up per cycle, a line per mode, against the target."""
     try:
         import matplotlib
 
@@ -367,13 +413,23 @@ def plot(samples: list[Sample], path: Path) -> bool:
     except ImportError:
         return False
     figure, axis = plt.subplots(figsize=(8, 4.5))
-    cycles = [s.cycle for s in samples]
-    axis.plot(cycles, [s.memory["VmRSS"] / MB for s in samples], marker=".", label="VmRSS")
-    axis.plot(cycles, [s.memory["RssAnon"] / MB for s in samples], marker=".", label="RssAnon")
-    base = samples[0].memory["VmRSS"] / MB
-    axis.axhline(base + TARGET_MB, color="grey", linestyle="--", label="warm-up + 30 MB target")
+    for r in runs:
+        color = {"unbatched": "tab:blue", "batched": "tab:orange"}[r.mode]
+        cycles = [s.cycle for s in r.samples]
+        for part, style in (("VmRSS", "-"), ("RssAnon", ":")):
+            base = r.samples[0].memory[part]
+            axis.plot(
+                cycles,
+                [(s.memory[part] - base) / MB for s in r.samples],
+                color=color,
+                linestyle=style,
+                marker=".",
+                label=f"{r.mode}: {part}",
+            )
+    axis.xaxis.get_major_locator().set_params(integer=True)
+    axis.axhline(TARGET_MB, color="grey", linestyle="--", label=f"target: +{TARGET_MB:g} MB")
     axis.set_xlabel("cycle (0 = after the warm-up)")
-    axis.set_ylabel("MB")
+    axis.set_ylabel("MB since the warm-up")
     axis.set_title("fastserve RSS over version load/unload cycles")
     axis.legend()
     figure.tight_layout()
@@ -401,10 +457,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="run the server with MALLOC_ARENA_MAX set to this (default: glibc's own)",
     )
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help=f"comma-separated, each on a server of its own (default: {','.join(MODES)})",
+    )
     parser.add_argument("--output", type=Path, help="also write the Markdown report here")
     args = parser.parse_args(argv)
     if args.cycles < 1 or args.warmup_cycles < 0:
         parser.error("--cycles must be positive")
+    args.modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    if not args.modes or set(args.modes) - set(MODES):
+        parser.error(f"--modes: one or more of {', '.join(MODES)}")
     args.plot = args.output.with_suffix(".png") if args.output is not None else None
     return args
 
@@ -415,10 +479,12 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_description()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with tempfile.TemporaryDirectory(prefix="fastserve-memory-") as tmp:
-        samples, load, server = run(args, Path(tmp))
-    if args.plot is not None and not plot(samples, args.plot):
+        workdir = Path(tmp)
+        base_path = build(workdir)
+        runs = [run(mode, args, workdir, base_path) for mode in args.modes]
+    if args.plot is not None and not plot(runs, args.plot):
         args.plot = None
-    publish(report(samples, load, server, args, machine, time.perf_counter() - began), args.output)
+    publish(report(runs, args, machine, time.perf_counter() - began), args.output)
     return 0
 
 

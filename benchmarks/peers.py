@@ -30,10 +30,8 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,7 +43,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from targets import Endpoint, Target
+from targets import Target
+
+from fastserve.tune.load import Endpoint, LoadError, drive
+from fastserve.tune.processes import free_port
 
 HERE = Path(__file__).resolve().parent
 VENVS = HERE / ".venvs"
@@ -176,12 +177,6 @@ def verify(source: str, floats: int, name: str, shape: list[int], y: np.ndarray)
 
 
 # --- Processes ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def http(method: str, url: str, body: bytes | None = None, timeout: float = 30.0) -> bytes:
@@ -494,63 +489,13 @@ def make_targets(
 # --- A short, noisy throughput smoke run with h2load (gRPC) and wrk (REST) ------------------
 
 
-def smoke_throughput(endpoint: Endpoint, seconds: float, connections: int, workdir: Path) -> str:
-    if endpoint.protocol == "grpc":
-        if shutil.which("h2load") is None:
-            return "h2load missing (apt-get install nghttp2-client)"
-        frame = workdir / "frame.bin"
-        frame.write_bytes(b"\x00" + len(endpoint.body).to_bytes(4, "big") + endpoint.body)
-        command = [
-            "h2load",
-            "-D",
-            f"{seconds:g}",
-            "-c",
-            str(connections),
-            "-m",
-            "1",
-            "-t",
-            "1",
-            "-d",
-            str(frame),
-            "-H",
-            "content-type: application/grpc",
-            "-H",
-            "te: trailers",
-            f"http://{endpoint.host}:{endpoint.port}{endpoint.path}",
-        ]
-        out = subprocess.run(command, capture_output=True, text=True, check=False).stdout
-        rate = re.search(r"finished in [^,]+, ([\d.]+) req/s", out)
-        codes = re.search(r"status codes: (.*)", out)
-        return (
-            f"{float(rate.group(1)):,.0f} req/s ({codes.group(1) if codes else '?'})"
-            if rate
-            else f"h2load failed: {out[-300:]}"
-        )
-    if shutil.which("wrk") is None:
-        return "wrk missing (apt-get install wrk)"
-    body = workdir / "body.json"
-    body.write_bytes(endpoint.body)
-    script = workdir / "post.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        f'wrk.headers["Content-Type"] = "{endpoint.content_type}"\n'
-        f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
-    )
-    command = [
-        "wrk",
-        "-t1",
-        f"-c{connections}",
-        f"-d{max(1, round(seconds))}s",
-        "-s",
-        str(script),
-        f"http://{endpoint.host}:{endpoint.port}{endpoint.path}",
-    ]
-    out = subprocess.run(command, capture_output=True, text=True, check=False).stdout
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if not rate:
-        return f"wrk failed: {out[-300:]}"
-    return f"{float(rate.group(1)):,.0f} req/s ({errors.group(1) if errors else 0} non-2xx)"
+def smoke_throughput(endpoint: Endpoint, seconds: float, concurrency: int) -> str:
+    """requests/s answered OK and the errors of a short run (h2load for gRPC, wrk for REST)."""
+    try:
+        result = drive(endpoint, concurrency, seconds)
+    except LoadError as error:
+        return f"failed: {str(error)[:300]}"
+    return f"{result.throughput:,.0f} req/s (errors: {result.describe_errors()})"
 
 
 # --- --check ------------------------------------------------------------------------------------
@@ -593,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         metavar="SECONDS",
-        help="also a short h2load/wrk run per protocol at 16 connections (noisy; default: off)",
+        help="also a short h2load/wrk run per protocol, 16 in flight (noisy; default: off)",
     )
     parser.add_argument(
         "--no-setup",
@@ -641,10 +586,10 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"{target.name}: check {floats} floats: FAILED: {error}", flush=True)
                 if args.smoke > 0:
                     for endpoint in target.endpoints(payloads[0]):
-                        result = smoke_throughput(endpoint, args.smoke, 16, Path(tmp))
+                        result = smoke_throughput(endpoint, args.smoke, 16)
                         print(
                             f"{target.name}: smoke {endpoint.protocol} {payloads[0]} floats, "
-                            f"16 connections, {args.smoke:g} s: {result} (noisy)",
+                            f"16 in flight, {args.smoke:g} s: {result} (noisy)",
                             flush=True,
                         )
             finally:

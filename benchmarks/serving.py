@@ -11,7 +11,8 @@ What it measures, all in one run on this machine:
   on (a batching parameters file per model).
 - Peers (--peers): the Targets of benchmarks/peers.py, serving the same SavedModel.
 
-Load: h2load for gRPC (a pre-built gRPC frame), wrk for REST (a Lua script), see loadgen.py;
+Load: h2load for gRPC (a pre-built gRPC frame), wrk for REST (a Lua script), see
+fastserve.tune.load (src/fastserve/tune/load.py), the generators `fastserve tune` uses too;
 closed loop, concurrency 1 (latency p50/p99), 16 and 64 (throughput); payloads of 1, 1,000
 and 100,000 float32 values. Every cell: a warm-up run, then a measured window. The targets of
 issue 6 are reported as ratios of throughputs at 16 from this run. Nothing asserts on timing.
@@ -40,26 +41,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import loadgen
 import numpy as np
-from common import ServerProcess, cpu_seconds, machine_description, publish
-from loadgen import LoadResult
+from common import machine_description, publish
 from targets import (
-    PREDICT_PATH,
-    Endpoint,
     Target,
     check_tfs_grpc,
     check_tfs_rest,
-    free_port,
     payload,
     predict_request,
     rest_body,
 )
 
+import fastserve.tune.load as loadgen
+from fastserve.tune.load import PREDICT_PATH, Endpoint, LoadResult
+from fastserve.tune.processes import FastserveProcess, ServerProcess, cpu_seconds, free_port
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 FASTSERVE = str(Path(sys.executable).with_name("fastserve"))
-READY_LINE = "fastserve is ready"
 PAYLOADS = (1, 1_000, 100_000)
 CONCURRENCIES = (1, 16, 64)
 MLP = "mlp"
@@ -84,7 +83,20 @@ def _rest_path(model: str) -> str:
     return f"/v1/models/{model}:predict"
 
 
-class GrpcFloor:
+class ProcessTarget:
+    """A target that is one server process (self._process, made by start())."""
+
+    _process: ServerProcess | None = None
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+
+    def pids(self) -> list[int]:
+        return [self._process.pid] if self._process else []
+
+
+class GrpcFloor(ProcessTarget):
     """floors/grpc_echo.py: decodes a PredictRequest, answers its tensor as output "y"."""
 
     kind = "floor"
@@ -92,20 +104,14 @@ class GrpcFloor:
     def __init__(self) -> None:
         self.name = "grpcio floor (echo)"
         self.port = 0
-        self._server: ServerProcess | None = None
 
     def start(self) -> None:
         self.port = free_port()
         script = str(HERE / "floors" / "grpc_echo.py")
-        self._server = ServerProcess([sys.executable, script, f"--port={self.port}"], "ready ")
-        self._server.wait_ready()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-
-    def pids(self) -> list[int]:
-        return [self._server.process.pid] if self._server else []
+        self._process = ServerProcess(
+            [sys.executable, script, f"--port={self.port}"], ready="ready "
+        )
+        self._process.wait_ready()
 
     def endpoints(self, floats: int) -> list[Endpoint]:
         body = predict_request(payload(floats))
@@ -116,7 +122,7 @@ class GrpcFloor:
         check_tfs_grpc(self.endpoints(floats)[0], payload(floats))
 
 
-class StarletteFloor:
+class StarletteFloor(ProcessTarget):
     """floors/starlette_echo.py on `server`: decodes the JSON, answers its instances."""
 
     kind = "floor"
@@ -125,21 +131,13 @@ class StarletteFloor:
         self.server = server
         self.name = f"Starlette floor (echo) on {server}"
         self.port = 0
-        self._process: ServerProcess | None = None
 
     def start(self) -> None:
         self.port = free_port()
         script = str(HERE / "floors" / "starlette_echo.py")
         args = [sys.executable, script, f"--server={self.server}", f"--port={self.port}"]
-        self._process = ServerProcess(args, "ready ")
+        self._process = ServerProcess(args, ready="ready ")
         self._process.wait_ready()
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
-
-    def pids(self) -> list[int]:
-        return [self._process.process.pid] if self._process else []
 
     def endpoints(self, floats: int) -> list[Endpoint]:
         body = rest_body(payload(floats))
@@ -150,7 +148,7 @@ class StarletteFloor:
         check_tfs_rest(self.endpoints(floats)[0], payload(floats))
 
 
-class Fastserve:
+class Fastserve(ProcessTarget):
     """The `fastserve` command serving one model, batching off or on, gRPC and/or REST."""
 
     kind = "fastserve"
@@ -178,41 +176,26 @@ class Fastserve:
         self.name = f"fastserve {model}, {label}{on}"
         self.payloads = (MLP_WIDTH,) if model == MLP else PAYLOADS
         self.grpc_port = self.rest_port = 0
-        self._process: ServerProcess | None = None
         self.args: list[str] = []
 
     def start(self) -> None:
-        self.grpc_port = free_port()
-        self.rest_port = free_port() if "rest" in self.protocols else 0
-        args = [
-            FASTSERVE,
-            "--host=127.0.0.1",
-            f"--port={self.grpc_port}",
-            f"--rest_api_port={self.rest_port}",
-            f"--model_name={self.model}",
-            f"--model_base_path={self.base_path}",
-        ]
+        flags = [f"--model_name={self.model}", f"--model_base_path={self.base_path}"]
         if self.rest_server:
-            args.append(f"--rest_server={self.rest_server}")
+            flags.append(f"--rest_server={self.rest_server}")
         if self.batching:
             parameters = self.workdir / f"batching_{self.model}.txt"
             parameters.write_text(BATCHING[self.model])
-            args += [
+            flags += [
                 "--enable_batching",
                 f"--batching_parameters_file={parameters}",
                 f"--grpc_max_threads={BATCHING_THREADS}",
                 f"--rest_api_num_threads={BATCHING_THREADS}",
             ]
-        self.args = args
-        self._process = ServerProcess(args, READY_LINE)
+        rest = "rest" in self.protocols
+        self._process = FastserveProcess(flags, rest=rest, command=[FASTSERVE], name=self.name)
+        self.grpc_port, self.rest_port = self._process.grpc_port, self._process.rest_port
+        self.args = self._process.args
         self._process.wait_ready()
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
-
-    def pids(self) -> list[int]:
-        return [self._process.process.pid] if self._process else []
 
     def _x(self, floats: int) -> np.ndarray:
         if self.model == MLP:
@@ -421,6 +404,11 @@ def measure_cell(
         (cpu1 - cpu0) / load.seconds if load.seconds and _has_pids(target) else float("nan"),
     )
     run.cells.append(cell)
+    if load.error_sample:
+        run.failures.append(
+            f"{target.name}, {endpoint.protocol}, {floats} floats, {concurrency} in flight: "
+            f"a call after the load failed: {load.error_sample}"
+        )
     print(
         f"  {endpoint.protocol} {floats} floats x{concurrency}: {load.throughput:,.0f} req/s, "
         f"p50 {load.p50 * 1e3:.2f} ms, p99 {load.p99 * 1e3:.2f} ms, errors {load.errors or 0}",
@@ -622,13 +610,14 @@ def report(
         "latency histogram. Server CPU = the target's processes' CPU seconds in the window / "
         "window (2 = both cores). Before each payload, Target.check() sends one real request "
         "with a real client and checks the answer (0.5 x + 2; x itself for the echo floors); "
-        "before and after each gRPC run a grpcio call of the same bytes must return OK.",
+        "before each run a call of the same bytes with a real client (grpcio, or http.client for "
+        "REST) must succeed, and after each gRPC run one more, whose failure is listed below.",
         "",
         "Errors: wrk counts HTTP statuses >= 400, socket errors and timeouts. A gRPC error is "
         "HTTP 200 with its code in the grpc-status trailer, which h2load does not read: such "
         "an answer carries no message, so the DATA bytes h2load received are compared with "
         "answers x the size of an OK answer; the shortfall is counted as "
-        '"gRPC answers without a message" and not counted as served.',
+        f'"{loadgen.GRPC_ERRORS}" and not counted as served.',
         "",
         "fastserve runs with its defaults (gRPC threads: 4 per CPU, as the grpcio floor), "
         f"and with batching on also `--grpc_max_threads={BATCHING_THREADS} "

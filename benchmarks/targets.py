@@ -1,34 +1,20 @@
 """What the serving benchmark drives: a Target (a server, or a floor) and its Endpoints.
 
-The serving benchmark (serving.py) and the peers (peers.py) both code against `Endpoint` and
-`Target`; the helpers below build and check TF Serving's half_plus_two request, which every
-TF Serving-compatible target (fastserve and the floors) answers.
+The serving benchmark (serving.py) and the peers (peers.py) both code against `Endpoint` (from
+fastserve.tune.load, what its load generators send) and `Target`; the helpers below build and
+check TF Serving's half_plus_two request, which every TF Serving-compatible target (fastserve
+and the floors) answers.
 """
 
 from __future__ import annotations
 
-import socket
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-PREDICT_PATH = "/tensorflow.serving.PredictionService/Predict"
+from fastserve.tune.load import Endpoint, grpc_call, rest_call
+
 MODEL = "half_plus_two"
-
-
-@dataclass
-class Endpoint:
-    """One way to call a server: what a load generator sends."""
-
-    protocol: str  # "grpc" or "rest"
-    host: str  # "127.0.0.1"
-    port: int
-    path: str  # gRPC: "/tensorflow.serving.PredictionService/Predict" or
-    # "/inference.GRPCInferenceService/ModelInfer"; REST: URL path
-    body: bytes  # gRPC: the serialized request message (NOT framed; the load
-    # generator adds the 5-byte gRPC frame header); REST: the JSON body
-    content_type: str = ""  # REST: "application/json"
 
 
 class Target(Protocol):
@@ -48,13 +34,6 @@ class Target(Protocol):
 
 
 # --- helpers for TF Serving-compatible targets ----------------------------------------------
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def payload(floats: int) -> np.ndarray:
@@ -82,31 +61,6 @@ def rest_body(x: np.ndarray) -> bytes:
     import orjson
 
     return bytes(orjson.dumps({"instances": x.tolist()}))
-
-
-def grpc_call(endpoint: Endpoint, timeout: float = 60.0) -> bytes:
-    """One unary call of endpoint.path carrying endpoint.body, with grpcio; the raw answer.
-    Raises grpc.RpcError unless the call's status is OK."""
-    import grpc
-
-    options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
-    with grpc.insecure_channel(f"{endpoint.host}:{endpoint.port}", options=options) as channel:
-        call = channel.unary_unary(endpoint.path)
-        return bytes(call(endpoint.body, timeout=timeout))
-
-
-def rest_call(endpoint: Endpoint, timeout: float = 60.0) -> tuple[int, bytes]:
-    """One POST of endpoint.body to endpoint.path; the status and the body."""
-    import http.client
-
-    connection = http.client.HTTPConnection(endpoint.host, endpoint.port, timeout=timeout)
-    try:
-        headers = {"Content-Type": endpoint.content_type or "application/json"}
-        connection.request("POST", endpoint.path, endpoint.body, headers)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
 
 
 def expect_close(name: str, got: Any, want: np.ndarray) -> None:

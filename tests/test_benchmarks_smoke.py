@@ -44,7 +44,8 @@ def test_batching_benchmark_runs(tmp_path: Path) -> None:
 
 
 def test_memory_benchmark_runs(tmp_path: Path) -> None:
-    """Two load/unload cycles of a version under load, against the real server."""
+    """Two load/unload cycles of a version under load, unbatched and batched, against the real
+    server."""
     text = run_benchmark(
         tmp_path,
         "memory",
@@ -56,7 +57,9 @@ def test_memory_benchmark_runs(tmp_path: Path) -> None:
         "0.5",
         timeout=600,
     )
-    assert "| growth over 2 cycles |" in text and "growth / target (30 MB)" in text
+    assert "| | unbatched | batched |" in text
+    assert "| growth over 2 cycles |" in text and "| growth / target (30 MB) |" in text
+    assert "| cycle | unbatched VmRSS | RssAnon | RssFile | batched VmRSS |" in text
     assert "| 2 |" in text
 
 

@@ -449,9 +449,7 @@ def _print_version() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["tune"]:
-        from fastserve import logs, tune
-
-        logs.quiet_tensorflow(debug=False, import_now=False)
+        from fastserve import tune
 
         return tune.main(argv[1:])
     args = _parser().parse_args(_normalise(argv))

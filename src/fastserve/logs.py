@@ -48,21 +48,18 @@ def configure(level: str, fmt: str) -> None:
     logging.getLogger("tensorflow").setLevel(max(logging.WARNING, root.level))
 
 
-def quiet_tensorflow(debug: bool, *, import_now: bool = True) -> None:
+def quiet_tensorflow(debug: bool) -> None:
     """Keeps TensorFlow's C++ start-up noise (absl's banner, CUDA probes, oneDNN notices) off
     the terminal unless `debug`: its log level goes to errors-only (the user's own
-    TF_CPP_MIN_LOG_LEVEL wins), and, with `import_now`, its import, which logs before any
-    level applies, runs now with the process's stderr set aside (printed if the import
-    fails). Call it before anything imports TensorFlow; without TensorFlow installed the
-    import is skipped."""
+    TF_CPP_MIN_LOG_LEVEL wins), and its import, which logs before any level applies, runs
+    now with the process's stderr set aside (printed if the import fails). Call it before
+    anything imports TensorFlow; without TensorFlow installed it does nothing."""
     import importlib.util
     import os
     import tempfile
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if debug else "3")
-    if not import_now or debug or "tensorflow" in sys.modules:
-        return
-    if importlib.util.find_spec("tensorflow") is None:
+    if debug or "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
         return
     sys.stderr.flush()
     saved = os.dup(2)

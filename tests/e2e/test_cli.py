@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fastserve.tune.processes import FastserveProcess
 from support.server import FASTSERVE, ServerProcess, free_port
 from support.store import ModelStore
 from test_predict import X, predict_request
@@ -39,37 +40,21 @@ def test_python_dash_m_serves_like_the_command(
 ) -> None:
     base = tmp_path / "default_model"
     store.install(store.half_plus_two(2.0), base / "00000123")
-    grpc_port, rest_port = free_port(), free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fastserve",
-            "--host=127.0.0.1",
-            f"--port={grpc_port}",
-            f"--rest_api_port={rest_port}",
-            f"--model_base_path={base}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # FastserveProcess starts `python -m fastserve` unless told otherwise.
+    process = FastserveProcess([f"--model_base_path={base}"], rest=True)
     try:
         import httpx
 
-        for line in process.stdout:  # type: ignore[union-attr]
-            if "fastserve is ready" in line:
-                break
+        process.wait_ready()
         # TF Serving's default model name is "default"; 00000123 is version 123.
         answer = httpx.post(
-            f"http://127.0.0.1:{rest_port}/v1/models/default:predict", json={"instances": [1.0]}
+            f"{process.rest_url}/v1/models/default:predict", json={"instances": [1.0]}
         )
         assert answer.json() == {"predictions": [2.5]}
-        status = httpx.get(f"http://127.0.0.1:{rest_port}/v1/models/default").json()
+        status = httpx.get(f"{process.rest_url}/v1/models/default").json()
         assert status["model_version_status"][0]["version"] == "123"
     finally:
-        process.terminate()
-        assert process.wait(60) == 0
+        assert process.stop() == 0, process.output
 
 
 def test_text_proto_config_with_two_models_policy_and_labels(

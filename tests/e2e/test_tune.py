@@ -28,8 +28,27 @@ DOUBLE_MODEL = """
 """
 
 
-def python_config(tmp_path: Path) -> Path:
-    models.python_model(tmp_path / "double" / "1", DOUBLE_MODEL)
+# Every third Predict raises: the one or two calls tune checks before a load pass, and about a
+# third of the load fails with a gRPC error (which h2load sees as an HTTP 200).
+FAILING_MODEL = """
+    from fastserve.servables.python import signature, tensor
+
+    CALLS = 0
+
+
+    @signature(inputs={"x": tensor("float32", [-1, 4])}, outputs={"y": tensor("float32", [-1, 4])})
+    def serving_default(x):
+        global CALLS
+        CALLS += 1
+        if CALLS % 3 == 0:
+            raise RuntimeError("every third call fails")
+        return {"y": x * 2}
+"""
+
+
+def python_config(tmp_path: Path, source: str = DOUBLE_MODEL) -> Path:
+    """A model config serving `source` as the python model "double"."""
+    models.python_model(tmp_path / "double" / "1", source)
     config = tmp_path / "models.config"
     config.write_text(
         'model_config_list {\n  config {\n    name: "double"\n'
@@ -187,6 +206,52 @@ def test_tune_measures_a_running_server_as_it_is(
     missed = tune(*args, "--p99_ms=0.000001")
     assert missed.returncode == 1
     assert "the running server misses p99 <= 1e-06 ms" in missed.stderr
+
+
+def table_row(stdout: str, label: str) -> list[str]:
+    """The cells of the Markdown table row of tune's output that contains `label`."""
+    (row,) = [line for line in stdout.splitlines() if line.startswith("|") and label in line]
+    return [cell.strip() for cell in row.strip().strip("|").split("|")]
+
+
+@pytest.mark.parametrize("generator", ["h2load", "python"])
+def test_tune_counts_grpc_errors_as_failed_requests(
+    tmp_path: Path, start_server: Callable[..., ServerProcess], generator: str
+) -> None:
+    """A gRPC error is an HTTP 200 with its status in the trailers: it is a failed request,
+    not an answered one, whatever the load generator."""
+    config = python_config(tmp_path, FAILING_MODEL)
+    server = start_server(f"--model_config_file={config}")
+    done = tune(
+        f"--server=127.0.0.1:{server.grpc_port}",
+        "--model_name=double",
+        "--concurrency=2",
+        "--seconds_per_point=0.5",
+        "--warmup_seconds=0",
+        "--p99_ms=600000",
+        f"--load_generator={generator}",
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    cells = table_row(done.stdout, "(the running server as it is)")
+    failed, within = int(cells[-2].replace(",", "")), cells[-1]
+    assert failed > 0 and within == "no", done.stdout
+    assert "requests to the running server failed" in done.stderr, done.stderr
+
+
+def test_tune_chooses_no_setting_whose_requests_fail(tmp_path: Path) -> None:
+    """h2load (the default generator) against servers whose model fails a third of its calls:
+    no setting is chosen, tune says the requests failed, and writes nothing."""
+    config = python_config(tmp_path, FAILING_MODEL)
+    output = tmp_path / "batching_parameters.txt"
+    done = tune(
+        f"--model_config_file={config}", *ONE_POINT, "--p99_ms=600000", f"--output={output}"
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "h2load" in done.stderr
+    for label in ("batching off (reference)", "| 4 | 500 | 1 |"):
+        assert int(table_row(done.stdout, label)[-2].replace(",", "")) > 0, done.stdout
+    assert "requests failed at every setting measured" in done.stderr, done.stderr
+    assert not output.exists()
 
 
 @pytest.mark.parametrize(

@@ -10,14 +10,13 @@ way; `Scraper.kind` says which one ran.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from support.server import free_port
+from fastserve.tune.processes import ServerProcess, free_port
 
 PROMETHEUS = shutil.which("prometheus")
 
@@ -51,7 +50,7 @@ class Scraper:
     def __init__(self, target: str, path: str, workdir: Path) -> None:
         self.target = target
         self.path = path
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: ServerProcess | None = None
         self.kind = "prometheus" if PROMETHEUS else "prometheus-client parser"
         if PROMETHEUS:
             self.port = free_port()
@@ -62,16 +61,15 @@ class Scraper:
                 f"    metrics_path: {path}\n"
                 f"    static_configs:\n      - targets: ['{target}']\n"
             )
-            self._log = (workdir / "prometheus.log").open("wb")
-            self._process = subprocess.Popen(
+            self._process = ServerProcess(
                 [
                     PROMETHEUS,
                     f"--config.file={config}",
                     f"--storage.tsdb.path={workdir / 'tsdb'}",
                     f"--web.listen-address=127.0.0.1:{self.port}",
                 ],
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
+                ready="Server is ready to receive web requests",
+                name="prometheus",
             )
 
     def query(self, name: str, **labels: str) -> float:
@@ -114,9 +112,4 @@ class Scraper:
 
     def close(self) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(30)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-            self._log.close()
+            self._process.stop(30)
