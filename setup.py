@@ -1,16 +1,74 @@
-"""Builds fastserve's C++ core, the extension module fastserve._core."""
+"""Builds fastserve's C++ core, the extension module fastserve._core.
 
+The native gRPC server links grpc++ and protobuf from the system (Debian: libgrpc++-dev,
+libprotobuf-dev, protobuf-compiler, protobuf-compiler-grpc, pkg-config; `scripts/debian-packages
+build` installs them). The .proto files in protos/ are compiled to C++ here, into build/protos.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
 from glob import glob
+from pathlib import Path
 
-from pybind11.setup_helpers import Pybind11Extension, build_ext
+from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
 from setuptools import setup
 
+HERE = Path(__file__).resolve().parent
+GENERATED = HERE / "build" / "protos"
+PACKAGES = ("grpc++", "protobuf")
+DEBIAN = "libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc pkg-config"
+
+
+def _fail(what: str) -> None:
+    sys.exit(
+        f"fastserve: cannot build the native server: {what}. On Debian/Ubuntu run "
+        f"`scripts/debian-packages build` (apt-get install --no-install-recommends {DEBIAN})."
+    )
+
+
+def _pkg_config(*args: str) -> list[str]:
+    if shutil.which("pkg-config") is None:
+        _fail("pkg-config is missing")
+    done = subprocess.run(["pkg-config", *args, *PACKAGES], capture_output=True, text=True)
+    if done.returncode != 0:
+        _fail(f"pkg-config does not know {' and '.join(PACKAGES)}")
+    return done.stdout.split()
+
+
+def _compile_protos() -> list[str]:
+    """protoc and grpc_cpp_plugin turn protos/*.proto into C++ sources; returns them."""
+    protoc = shutil.which("protoc")
+    plugin = shutil.which("grpc_cpp_plugin")
+    if protoc is None or plugin is None:
+        _fail("protoc or grpc_cpp_plugin is missing")
+    protos = sorted(str(p.relative_to(HERE / "protos")) for p in (HERE / "protos").rglob("*.proto"))
+    GENERATED.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            protoc,
+            f"--proto_path={HERE / 'protos'}",
+            f"--cpp_out={GENERATED}",
+            f"--grpc_out={GENERATED}",
+            f"--plugin=protoc-gen-grpc={plugin}",
+            *protos,
+        ],
+        check=True,
+    )
+    return sorted(str(p) for p in GENERATED.rglob("*.cc"))
+
+
+ParallelCompile("NPY_NUM_BUILD_JOBS").install()
+generated = _compile_protos()
 core = Pybind11Extension(
     "fastserve._core",
-    sorted(glob("csrc/*.cc")),
-    include_dirs=["csrc"],
+    sorted(glob("csrc/**/*.cc", recursive=True)) + generated,
+    include_dirs=["csrc", str(GENERATED)],
     cxx_std=17,
-    extra_compile_args=["-O3", "-Wall", "-Wextra"],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", *_pkg_config("--cflags")],
+    extra_link_args=[*_pkg_config("--libs"), "-ldl"],
 )
 
 setup(ext_modules=[core], cmdclass={"build_ext": build_ext})

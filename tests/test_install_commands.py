@@ -26,7 +26,8 @@ def test_ci_runs_the_readmes_test_command() -> None:
 
 def test_debian_packages_are_installed_without_recommends() -> None:
     assert "--no-install-recommends" in SCRIPT.read_text()
-    assert "scripts/debian-packages test" in readme_commands()[1]
+    assert "scripts/debian-packages build test" in readme_commands()[1]
+    assert "scripts/debian-packages build" in readme_commands()[0]
 
 
 def test_without_root_the_debian_step_names_the_packages_and_lets_the_suite_run() -> None:
