@@ -1,5 +1,7 @@
 #include "handle_object.h"
 
+#include "bindings/version_payload.h"
+
 #include <new>
 #include <utility>
 
@@ -27,7 +29,7 @@ void handle_dealloc(PyObject* self) {
 PyObject* handle_servable(PyObject* self, void*) {
   HandleObject* h = as_handle(self);
   if (!check_held(h)) return nullptr;
-  PyObject* servable = static_cast<PyObject*>(h->handle.payload());
+  PyObject* servable = version_payload(h->handle.payload()).python.get();
   Py_INCREF(servable);
   return servable;
 }

@@ -5,10 +5,16 @@
 #include <pybind11/chrono.h>
 
 #include "batch_queue.h"
+#include "bindings/version_payload.h"
 #include "handle_object.h"
 #include "servable_table.h"
 
 namespace py = pybind11;
+
+namespace fastserve::binding {
+void bind_grpc(py::module_& m);
+void bind_native_servable(py::module_& m);
+}  // namespace fastserve::binding
 using fastserve::Batch;
 using fastserve::BatchOptions;
 using fastserve::BatchScheduler;
@@ -68,6 +74,8 @@ py::object batch_to_python(std::optional<Batch>&& batch) {
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "fastserve's C++ core. Use fastserve.core.table, not this module.";
+  fastserve::binding::bind_grpc(m);
+  fastserve::binding::bind_native_servable(m);
 
   py::enum_<LookupStatus>(m, "LookupStatus")
       .value("OK", LookupStatus::kOk)
@@ -86,7 +94,13 @@ PYBIND11_MODULE(_core, m) {
           "add",
           [](ServableTable& t, const std::string& model, std::int64_t version,
              py::object servable) {
-            Payload payload = to_payload(std::move(servable));
+            auto entry = std::make_shared<fastserve::binding::VersionPayload>();
+            py::object native = py::getattr(servable, "native", py::none());
+            if (!native.is_none()) {
+              entry->native = native.cast<std::shared_ptr<fastserve::NativeServable>>();
+            }
+            entry->python = fastserve::binding::keep(std::move(servable));
+            Payload payload = std::move(entry);
             py::gil_scoped_release nogil;
             return t.add(model, version, std::move(payload));
           },

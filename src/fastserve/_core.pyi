@@ -1,6 +1,7 @@
 """Type stubs of fastserve's C++ core (csrc/module.cc)."""
 
 import enum
+from collections.abc import Callable
 from typing import Any
 
 class LookupStatus(enum.Enum):
@@ -86,3 +87,37 @@ class BatchScheduler:
     def stop(self) -> None: ...
     def queued_rows(self, queue_id: int) -> int: ...
     def enqueued_batches(self, queue_id: int) -> int: ...
+
+class GrpcCall:
+    """One call the native gRPC server hands to Python."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def peer(self) -> str: ...
+    @property
+    def cancelled(self) -> bool: ...
+    def remaining(self) -> float | None: ...
+    def on_cancel(self, callback: Callable[[], object]) -> None: ...
+
+class GrpcServer:
+    def __init__(
+        self,
+        addresses: list[str],
+        tls: tuple[str, str, str, bool] | None,
+        channel_arguments: list[tuple[str, int | str]],
+        max_receive_message_bytes: int,
+        max_send_message_bytes: int,
+        health: bool,
+        worker_threads: int,
+        fallback: Callable[[GrpcCall, bytes], tuple[int, str, bytes]],
+        predict: Callable[..., tuple[Any, ...]] | None = ...,
+        tensor_content: bool = ...,
+        max_tensor_bytes: int = ...,
+        max_rank: int = ...,
+        echo: bool = ...,
+    ) -> None: ...
+    def start(self) -> int: ...
+    def shutdown(self, grace_seconds: float) -> None: ...
+    def set_health(self, service: str, serving: bool) -> None: ...
+    def calls(self) -> int: ...

@@ -229,7 +229,7 @@ class Server:
 
         options = self.options
         try:
-            self._grpc_server, self.grpc_port = grpc_frontend.create_server(
+            self._grpc_server = grpc_frontend.create_server(
                 self.api,
                 self.tasks,
                 grpc_frontend.GrpcOptions(
@@ -248,7 +248,7 @@ class Server:
                     profiler=self.profiler,
                 ),
             )
-            self._grpc_server.start()
+            self.grpc_port = self._grpc_server.start()
             log.info("Running gRPC ModelServer at %s:%d ...", options.host, self.grpc_port)
             if options.grpc_socket_path:
                 log.info("Running gRPC ModelServer at UNIX socket %s ...", options.grpc_socket_path)

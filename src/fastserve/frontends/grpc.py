@@ -1,36 +1,38 @@
-"""The gRPC frontend: TF Serving's PredictionService and ModelService over grpcio, and the
-services beside them (health, TensorFlow's profiler)."""
+"""The gRPC frontend: TF Serving's PredictionService and ModelService, and TensorFlow's
+profiler service, on fastserve's native (grpc++) server.
+
+The native server hands each call's method and request bytes to `Dispatcher`, which parses the
+request, runs the servicer's method and gives back the response's bytes; grpc.health.v1.Health
+is grpc++'s own service, whose statuses follow `Health`."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import grpc
-from grpc_health.v1 import health as health_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+import numpy as np
+from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     inference_pb2,
     model_management_pb2,
-    model_service_pb2_grpc,
     predict_pb2,
-    prediction_service_pb2_grpc,
     regression_pb2,
 )
 
 from fastserve import protos, tensors, tf_examples
-from fastserve.api import InferenceAPI
+from fastserve._core import GrpcCall, GrpcServer
+from fastserve.api import InferenceAPI, ModelSpec
 from fastserve.config import ConfigError, models_from_proto
-from fastserve.dtypes import DType, from_numpy
-from fastserve.errors import ServingError, internal, invalid_argument, truncate
+from fastserve.dtypes import NUMPY_MAX_RANK, DType, from_numpy
+from fastserve.errors import Code, ServingError, internal, invalid_argument, truncate
 from fastserve.frontends.profiler import METHODS as PROFILER_METHODS
 from fastserve.frontends.profiler import SERVICE as PROFILER_SERVICE
 from fastserve.frontends.profiler import ProfilerService
@@ -51,10 +53,6 @@ Request = TypeVar("Request")
 Response = TypeVar("Response")
 
 
-def _abort(context: grpc.ServicerContext, error: ServingError) -> None:
-    context.abort(getattr(grpc.StatusCode, error.code.name), truncate(error.message))
-
-
 def _model_name(request: Any) -> str:
     if hasattr(request, "model_spec"):
         return str(request.model_spec.name)
@@ -70,47 +68,20 @@ class _Servicer:
         self._access = access
 
 
+# A handler's answer as the native server takes it: (status code, message, response bytes).
+Answer = tuple[int, str, bytes]
+
+
 def _guarded(
-    handler: Callable[[Any, Request, grpc.ServicerContext], Response],
-) -> Callable[[Any, Request, grpc.ServicerContext], Response]:
-    """Turns ServingError (and anything unexpected) into a gRPC status, never a crash; counts
-    and times the inference APIs, and writes the access log."""
-    method = handler.__name__
-    inference = method in INFERENCE_APIS
-
-    def wrapper(self: _Servicer, request: Request, context: grpc.ServicerContext) -> Response:
-        started = time.perf_counter()
-        failure: BaseException | None = None
-        try:
-            return handler(self, request, context)
-        except ServingError as error:
-            failure = error
-            _abort(context, error)
-        except BaseException as error:  # a bug of ours: report it, keep serving
-            log.exception("%s failed", method)
-            failure = internal(f"{type(error).__name__}: {error}")
-            _abort(context, failure)
-        finally:
-            micros = (time.perf_counter() - started) * 1e6
-            status = status_name(failure)
-            if inference:
-                self._api.metrics.request(_model_name(request), method, "GRPC", status, micros)
-            if self._access:
-                access_log.info(
-                    "grpc %s model=%s status=%s peer=%s took=%.0fus",
-                    method,
-                    _model_name(request),
-                    status,
-                    context.peer(),
-                    micros,
-                )
-        raise AssertionError("unreachable: context.abort raises")
-
-    wrapper.__name__ = method
-    return wrapper
+    handler: Callable[[Any, Request, GrpcCall], Response],
+) -> Callable[[Any, Request, GrpcCall], Response]:
+    """Marks a servicer method as a gRPC method; the dispatcher turns its ServingError (and
+    anything unexpected) into a gRPC status, never a crash."""
+    handler.__grpc_method__ = True  # type: ignore[attr-defined]
+    return handler
 
 
-class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServiceServicer):
+class PredictionServicer(_Servicer):
     def __init__(
         self,
         api: InferenceAPI,
@@ -126,7 +97,7 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
 
     @_guarded
     def Predict(
-        self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
+        self, request: predict_pb2.PredictRequest, context: GrpcCall
     ) -> predict_pb2.PredictResponse:
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
@@ -155,9 +126,59 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
         finally:
             resolved.release()
 
+    def run_arrays(
+        self,
+        call: GrpcCall,
+        name: str,
+        version: int | None,
+        label: str | None,
+        signature_name: str,
+        inputs: dict[str, np.ndarray],
+        output_filter: list[str],
+    ) -> tuple[Any, ...]:
+        """Predict's Python step on the native path: the request was parsed and its tensors
+        decoded in C++. Resolves, checks and runs; returns (0, version, signature name,
+        [(alias, DataType, array), ...]) or (code, message). Counted and logged as Predict."""
+        started = time.perf_counter()
+        failure: ServingError | None = None
+        try:
+            resolved = self._api.resolve(ModelSpec(name, version, label, signature_name))
+            try:
+                self._api.check_request(resolved, inputs.keys(), output_filter)
+                outputs = self._api.predict(resolved, inputs, output_filter, _run_context(call))
+                signature = resolved.signature
+                encoded = []
+                for alias, array in outputs.items():
+                    declared = signature.outputs[alias].dtype
+                    dtype = (
+                        declared if declared is not DType.DT_INVALID else from_numpy(array.dtype)
+                    )
+                    encoded.append((alias, int(dtype), array))
+                return (0, resolved.version, signature.name, encoded)
+            finally:
+                resolved.release()
+        except ServingError as error:
+            failure = error
+        except BaseException as error:  # a bug of ours: report it, keep serving
+            log.exception("Predict failed")
+            failure = internal(f"{type(error).__name__}: {error}")
+        finally:
+            micros = (time.perf_counter() - started) * 1e6
+            status = status_name(failure)
+            self._api.metrics.request(name, "Predict", "GRPC", status, micros)
+            if self._access:
+                access_log.info(
+                    "grpc Predict model=%s status=%s peer=%s took=%.0fus",
+                    name,
+                    status,
+                    call.peer,
+                    micros,
+                )
+        return (failure.code.value, truncate(failure.message))
+
     @_guarded
     def GetModelMetadata(
-        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: GrpcCall
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
@@ -172,7 +193,7 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
 
     @_guarded
     def Classify(
-        self, request: classification_pb2.ClassificationRequest, context: grpc.ServicerContext
+        self, request: classification_pb2.ClassificationRequest, context: GrpcCall
     ) -> classification_pb2.ClassificationResponse:
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
@@ -188,7 +209,7 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
 
     @_guarded
     def Regress(
-        self, request: regression_pb2.RegressionRequest, context: grpc.ServicerContext
+        self, request: regression_pb2.RegressionRequest, context: GrpcCall
     ) -> regression_pb2.RegressionResponse:
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
@@ -204,7 +225,7 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
 
     @_guarded
     def MultiInference(
-        self, request: inference_pb2.MultiInferenceRequest, context: grpc.ServicerContext
+        self, request: inference_pb2.MultiInferenceRequest, context: GrpcCall
     ) -> inference_pb2.MultiInferenceResponse:
         tasks = [
             (protos.model_spec_from_proto(task.model_spec), task.method_name)
@@ -222,20 +243,12 @@ class PredictionServicer(_Servicer, prediction_service_pb2_grpc.PredictionServic
         return response
 
 
-# grpcio reports a call without a deadline as one about 2**63 ns away (gRPC's infinite
-# future); anything this far off is treated as no deadline at all.
-_NO_DEADLINE_SECONDS = 1e9
-
-
-def _run_context(context: grpc.ServicerContext) -> RunContext:
+def _run_context(context: GrpcCall) -> RunContext:
     """The client's deadline, and a cancellation that fires when the RPC ends early (a client
-    that goes away): queued work is then dropped. A call without a deadline (grpcio's default,
-    h2load's) has none here either, rather than one too far off for the batch queue's clock."""
-    remaining = context.time_remaining()
-    if remaining is not None and remaining > _NO_DEADLINE_SECONDS:
-        remaining = None
-    run = RunContext.within(remaining)
-    context.add_callback(run.cancel)
+    that goes away): queued work is then dropped. A call without a deadline (h2load's) has
+    none here either."""
+    run = RunContext.within(context.remaining())
+    context.on_cancel(run.cancel)
     return run
 
 
@@ -258,10 +271,10 @@ def _fill_regressions(proto: Any, result: Regressions) -> None:
         proto.regressions.add().value = value
 
 
-class ModelServicer(_Servicer, model_service_pb2_grpc.ModelServiceServicer):
+class ModelServicer(_Servicer):
     @_guarded
     def GetModelStatus(
-        self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext
+        self, request: get_model_status_pb2.GetModelStatusRequest, context: GrpcCall
     ) -> get_model_status_pb2.GetModelStatusResponse:
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
@@ -271,7 +284,7 @@ class ModelServicer(_Servicer, model_service_pb2_grpc.ModelServiceServicer):
 
     @_guarded
     def HandleReloadConfigRequest(
-        self, request: model_management_pb2.ReloadConfigRequest, context: grpc.ServicerContext
+        self, request: model_management_pb2.ReloadConfigRequest, context: GrpcCall
     ) -> model_management_pb2.ReloadConfigResponse:
         if request.config.WhichOneof("config") != "model_config_list":
             raise invalid_argument(
@@ -296,27 +309,97 @@ class ProfilerServicer(_Servicer):
         self._service = service
 
     @_guarded
-    def Profile(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+    def Profile(self, request: bytes, context: GrpcCall) -> bytes:
         return self._service.call("Profile", request, _run_context(context))
 
     @_guarded
-    def Terminate(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+    def Terminate(self, request: bytes, context: GrpcCall) -> bytes:
         return self._service.call("Terminate", request, _run_context(context))
 
     @_guarded
-    def Monitor(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+    def Monitor(self, request: bytes, context: GrpcCall) -> bytes:
         return self._service.call("Monitor", request, _run_context(context))
 
 
-def _add_profiler_service(server: grpc.Server, servicer: ProfilerServicer) -> None:
-    # No (de)serializers: the handlers take and give the messages' bytes.
-    handlers = {
-        name: grpc.unary_unary_rpc_method_handler(getattr(servicer, name))
-        for name in PROFILER_METHODS
-    }
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(PROFILER_SERVICE, handlers),)
-    )
+@dataclass(frozen=True)
+class _Method:
+    """One gRPC method answered in Python: how its request parses, and who answers it."""
+
+    name: str  # the method's own name ("Predict"), the metrics' API label
+    parse: Callable[[bytes], Any]
+    handler: Callable[[Any, GrpcCall], Any]
+
+
+def _methods(service: str, servicer: _Servicer, requests: Mapping[str, Any]) -> dict[str, _Method]:
+    """The gRPC paths of `servicer`'s methods; `requests` gives each one's request message
+    class (None: the handler takes the request's bytes)."""
+    methods = {}
+    for name, message in requests.items():
+        parse = message.FromString if message is not None else bytes
+        methods[f"/{service}/{name}"] = _Method(name, parse, getattr(servicer, name))
+    return methods
+
+
+class Dispatcher:
+    """Answers the calls the native server hands to Python: parses the request, runs the
+    servicer's method, serializes its response; a ServingError (or anything unexpected)
+    becomes a gRPC status, never a crash. Counts and times the inference APIs, and writes
+    the access log."""
+
+    def __init__(self, api: InferenceAPI, access: bool, methods: Mapping[str, _Method]) -> None:
+        self._api = api
+        self._access = access
+        self._methods = dict(methods)
+
+    def __call__(self, call: GrpcCall, data: bytes) -> Answer:
+        method = self._methods.get(call.method)
+        if method is None:
+            return (Code.UNIMPLEMENTED.value, "Method not found!", b"")
+        started = time.perf_counter()
+        failure: ServingError | None = None
+        request: Any = None
+        try:
+            try:
+                request = method.parse(data)
+            except DecodeError:
+                raise internal("Exception deserializing request!") from None
+            response = method.handler(request, call)
+            return (
+                0,
+                "",
+                response if isinstance(response, bytes) else response.SerializeToString(),
+            )
+        except ServingError as error:
+            failure = error
+        except BaseException as error:  # a bug of ours: report it, keep serving
+            log.exception("%s failed", method.name)
+            failure = internal(f"{type(error).__name__}: {error}")
+        finally:
+            self._report(method.name, request, call, failure, started)
+        return (failure.code.value, truncate(failure.message), b"")
+
+    def _report(
+        self,
+        method: str,
+        request: Any,
+        call: GrpcCall,
+        failure: ServingError | None,
+        started: float,
+    ) -> None:
+        micros = (time.perf_counter() - started) * 1e6
+        status = status_name(failure)
+        model = _model_name(request) if request is not None else ""
+        if method in INFERENCE_APIS:
+            self._api.metrics.request(model, method, "GRPC", status, micros)
+        if self._access:
+            access_log.info(
+                "grpc %s model=%s status=%s peer=%s took=%.0fus",
+                method,
+                model,
+                status,
+                call.peer,
+                micros,
+            )
 
 
 @dataclass(frozen=True)
@@ -341,28 +424,25 @@ class GrpcOptions:
 _SERVICES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
 
 
-def _add_health_service(server: grpc.Server, health: Health) -> None:
-    """grpc.health.v1.Health: "" is SERVING when the server is ready (every configured model
-    has a version AVAILABLE, and no shutdown has begun), TF Serving's two services while it
-    is not shutting down, and a model's name while that model has a version AVAILABLE."""
-    servicer = health_grpc.HealthServicer(experimental_non_blocking=True)
+def _report_health(server: GrpcServer, health: Health) -> None:
+    """grpc.health.v1.Health (grpc++'s own service): "" is SERVING when the server is ready
+    (every configured model has a version AVAILABLE, and no shutdown has begun), TF Serving's
+    two services while it is not shutting down, and a model's name while that model has a
+    version AVAILABLE."""
     known: set[str] = set()
     lock = threading.Lock()
-    serving = health_pb2.HealthCheckResponse.SERVING
-    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
 
     def refresh() -> None:
         with lock:
-            servicer.set("", serving if health.ready() else not_serving)
+            server.set_health("", health.ready())
             for service in _SERVICES:
-                servicer.set(service, not_serving if health.stopping else serving)
+                server.set_health(service, not health.stopping)
             known.update(health.configured())
             for model in known:
-                servicer.set(model, serving if health.model_ready(model) else not_serving)
+                server.set_health(model, health.model_ready(model))
 
     refresh()
     health.add_listener(refresh)
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
 
 
 def parse_channel_arguments(text: str) -> list[tuple[str, Any]]:
@@ -383,63 +463,107 @@ def parse_channel_arguments(text: str) -> list[tuple[str, Any]]:
     return arguments
 
 
-def server_credentials(config: SSLConfig) -> grpc.ServerCredentials:
-    """TF Serving's: with client_verify a client must present a certificate signed by
-    custom_ca; without it, no client certificate is asked for."""
-    return grpc.ssl_server_credentials(
-        [(config.server_key.encode(), config.server_cert.encode())],
-        root_certificates=config.custom_ca.encode() or None,
-        require_client_auth=config.client_verify,
-    )
+class NativeGrpcServer:
+    """The native (grpc++) server, started and stopped from Python."""
+
+    def __init__(self, server: GrpcServer, health: Health | None) -> None:
+        self._server = server
+        self._health = health
+        self._stopped = threading.Event()
+        self._stopping = False
+        self._lock = threading.Lock()
+
+    def start(self) -> int:
+        """Binds every address and serves; returns the TCP port. Raises OSError naming an
+        address that cannot be bound."""
+        try:
+            port = int(self._server.start())
+        except RuntimeError as error:
+            raise OSError(str(error)) from None
+        # Threads of the server call into Python: stop it before the interpreter finalizes.
+        atexit.register(self._server.shutdown, 0.0)
+        if self._health is not None:
+            _report_health(self._server, self._health)
+        return port
+
+    def stop(self, grace: float) -> threading.Event:
+        """Stops accepting calls and lets those in flight finish within `grace` seconds (the
+        rest are cancelled); the event is set once the server has stopped."""
+        with self._lock:
+            if not self._stopping:
+                self._stopping = True
+                threading.Thread(
+                    target=self._shutdown, args=(grace,), name="fastserve-grpc-stop", daemon=True
+                ).start()
+        return self._stopped
+
+    def _shutdown(self, grace: float) -> None:
+        try:
+            self._server.shutdown(grace)
+        finally:
+            self._stopped.set()
 
 
-def _bind(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
-    try:
-        if credentials is None:
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, credentials)
-    except RuntimeError as error:
-        raise OSError(f"cannot listen for gRPC on {address}: {error}") from None
-    if port == 0:
-        raise OSError(f"cannot listen for gRPC on {address}: the address is in use or invalid")
-    return int(port)
+def create_server(api: InferenceAPI, tasks: Tasks, options: GrpcOptions) -> NativeGrpcServer:
+    """Builds the gRPC server (not yet bound: start() binds and serves).
 
-
-def create_server(api: InferenceAPI, tasks: Tasks, options: GrpcOptions) -> tuple[grpc.Server, int]:
-    """Builds and binds the gRPC server (not yet started); returns it and the bound TCP port.
-
-    Channel arguments given by the user come first: gRPC takes the first of duplicate keys,
-    so they override fastserve's defaults.
+    Channel arguments given by the user come first and win over fastserve's defaults.
     """
-    server_options: list[tuple[str, Any]] = [
-        *options.channel_arguments,
-        ("grpc.max_receive_message_length", options.max_request_bytes),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        # Without this, a second server could bind the same port and split the traffic.
-        ("grpc.so_reuseport", 0),
-    ]
-    server = grpc.server(
-        ThreadPoolExecutor(max_workers=options.max_threads, thread_name_prefix="fastserve-grpc"),
-        options=server_options,
-        maximum_concurrent_rpcs=None,
+    access = options.access_log
+    predictions = PredictionServicer(
+        api, tasks, options.tensor_content, access, options.max_request_bytes
     )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(
-            api, tasks, options.tensor_content, options.access_log, options.max_request_bytes
+    methods = {
+        **_methods(
+            "tensorflow.serving.PredictionService",
+            predictions,
+            {
+                "Predict": predict_pb2.PredictRequest,
+                "Classify": classification_pb2.ClassificationRequest,
+                "Regress": regression_pb2.RegressionRequest,
+                "MultiInference": inference_pb2.MultiInferenceRequest,
+                "GetModelMetadata": get_model_metadata_pb2.GetModelMetadataRequest,
+            },
         ),
-        server,
-    )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelServicer(api, options.access_log), server
-    )
-    if options.health is not None:
-        _add_health_service(server, options.health)
+        **_methods(
+            "tensorflow.serving.ModelService",
+            ModelServicer(api, access),
+            {
+                "GetModelStatus": get_model_status_pb2.GetModelStatusRequest,
+                "HandleReloadConfigRequest": model_management_pb2.ReloadConfigRequest,
+            },
+        ),
+    }
     if options.profiler is not None:
-        _add_profiler_service(server, ProfilerServicer(api, options.profiler, options.access_log))
+        methods.update(
+            _methods(
+                PROFILER_SERVICE,
+                ProfilerServicer(api, options.profiler, access),
+                dict.fromkeys(PROFILER_METHODS),
+            )
+        )
     host = f"[{options.host}]" if ":" in options.host else options.host
-    credentials = server_credentials(options.ssl_config) if options.ssl_config else None
-    port = _bind(server, f"{host}:{options.port}", credentials)
+    addresses = [f"{host}:{options.port}"]
     if options.socket_path:
-        _bind(server, f"unix:{options.socket_path}", credentials)
-    return server, port
+        addresses.append(f"unix:{options.socket_path}")
+    config = options.ssl_config
+    tls = (
+        (config.server_key, config.server_cert, config.custom_ca, config.client_verify)
+        if config is not None
+        else None
+    )
+    server = GrpcServer(
+        addresses=addresses,
+        tls=tls,
+        channel_arguments=list(options.channel_arguments),
+        max_receive_message_bytes=options.max_request_bytes,
+        max_send_message_bytes=MAX_MESSAGE_BYTES,
+        health=options.health is not None,
+        worker_threads=options.max_threads,
+        fallback=Dispatcher(api, access, methods),
+        predict=predictions.run_arrays,
+        tensor_content=options.tensor_content,
+        max_tensor_bytes=options.max_request_bytes,
+        max_rank=NUMPY_MAX_RANK,
+    )
+    return NativeGrpcServer(server, options.health)

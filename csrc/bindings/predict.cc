@@ -1,0 +1,266 @@
+// The native Predict handler. The request is parsed and its tensors decoded in C++ without
+// the GIL. A version with a native form (a SavedModel on TensorFlow's C API) whose request
+// passes every check is resolved, checked, run and encoded without Python at all. Otherwise
+// the GIL is taken once, to resolve, check and run in Python
+// (fastserve.frontends.grpc.PredictionServicer.run_arrays), and the response is encoded in
+// C++. A request the codec does not take whole goes to the Python dispatcher unchanged. So
+// every error a client can see is worded by Python, TF Serving's words: the native path only
+// ever answers successes and the runner's own errors.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+
+#include "bindings/numpy_tensor.h"
+#include "bindings/python_object.h"
+#include "bindings/version_payload.h"
+#include "servable_table.h"
+#include "fastserve/predict.pb.h"
+#include "grpc/predict_codec.h"
+#include "grpc/server.h"
+
+namespace py = pybind11;
+
+namespace fastserve::binding {
+namespace {
+
+constexpr std::size_t kMaxMessageBytes = 1024;  // TF Serving's, as fastserve.errors
+
+std::string truncated(std::string message) {
+  if (message.size() <= kMaxMessageBytes) return message;
+  std::size_t cut = kMaxMessageBytes;
+  while (cut > 0 && (static_cast<unsigned char>(message[cut]) & 0xC0) == 0x80) --cut;
+  message.resize(cut);
+  return message + "...TRUNCATED";
+}
+
+bool is_predict_method(const std::string& method) {
+  return method == "tensorflow/serving/predict" || method == "tensorflow/serving/classify" ||
+         method == "tensorflow/serving/regress";
+}
+
+struct NativeOptions {
+  const ServableTable* table = nullptr;  // null: no native runs
+  bool check_method_names = false;
+};
+
+class NativePredict final : public Handler {
+ public:
+  NativePredict(PythonRef run, std::shared_ptr<Handler> fallback, bool tensor_content,
+                std::int64_t max_tensor_bytes, int max_rank, PythonRef table_keeper,
+                NativeOptions native)
+      : run_(std::move(run)),
+        fallback_(std::move(fallback)),
+        tensor_content_(tensor_content),
+        max_tensor_bytes_(max_tensor_bytes),
+        max_rank_(max_rank),
+        table_keeper_(std::move(table_keeper)),
+        native_(native) {}
+
+  void handle(std::shared_ptr<Call> call) override {
+    if (call->finished()) return;  // cancelled, or its deadline passed, while it waited
+    auto request = std::make_shared<wire::PredictRequest>();
+    if (!request->ParseFromString(call->request()) || !request->has_model_spec()) {
+      fallback_->handle(std::move(call));
+      return;
+    }
+    std::vector<std::pair<std::string, Tensor>> inputs;
+    inputs.reserve(request->inputs_size());
+    for (const auto& [alias, proto] : request->inputs()) {
+      auto tensor = decode_tensor(proto, request, max_tensor_bytes_, max_rank_);
+      if (!tensor) {
+        fallback_->handle(std::move(call));
+        return;
+      }
+      inputs.emplace_back(alias, std::move(*tensor));
+    }
+    // Sorted for a stable order of the Python dict (a map's order is not).
+    std::sort(inputs.begin(), inputs.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
+
+    const auto& spec = request->model_spec();
+    if (native_.table != nullptr && run_natively(*call, *request, inputs)) return;
+    wire::PredictResponse response;
+    grpc::Status status;
+    std::vector<std::pair<std::string, Tensor>> outputs;
+    {
+      py::gil_scoped_acquire gil;
+      try {
+        py::dict arrays;
+        for (auto& [alias, tensor] : inputs) arrays[py::str(alias)] = numpy_from_tensor(tensor);
+        py::object version = spec.has_version() ? py::object(py::int_(spec.version().value()))
+                                                : py::object(py::none());
+        py::object label = spec.version_choice_case() == wire::ModelSpec::kVersionLabel
+                               ? py::object(py::str(spec.version_label()))
+                               : py::object(py::none());
+        py::list filter;
+        for (const std::string& name : request->output_filter()) filter.append(py::str(name));
+        py::tuple result = borrow(run_)(call, spec.name(), version, label, spec.signature_name(),
+                                        arrays, filter)
+                               .cast<py::tuple>();
+        const int code = result[0].cast<int>();
+        if (code != 0) {
+          status = grpc::Status(static_cast<grpc::StatusCode>(code), result[1].cast<std::string>());
+        } else {
+          auto* model_spec = response.mutable_model_spec();
+          model_spec->set_name(spec.name());
+          model_spec->mutable_version()->set_value(result[1].cast<std::int64_t>());
+          std::string signature = result[2].cast<std::string>();
+          if (!signature.empty()) model_spec->set_signature_name(signature);
+          for (py::handle item : result[3]) {
+            py::tuple output = py::reinterpret_borrow<py::tuple>(item);
+            outputs.emplace_back(output[0].cast<std::string>(),
+                                 tensor_from_numpy(output[2],
+                                                   static_cast<DataType>(output[1].cast<int>())));
+          }
+        }
+      } catch (py::error_already_set& error) {
+        status = grpc::Status(grpc::StatusCode::INTERNAL, error.what());
+      } catch (std::exception& error) {
+        status = grpc::Status(grpc::StatusCode::INTERNAL, error.what());
+      }
+      inputs.clear();  // their numpy views are gone with the dict; drop the rest with the GIL
+    }
+    if (!status.ok()) {
+      call->finish(status);
+      return;
+    }
+    auto& fields = *response.mutable_outputs();
+    for (auto& [alias, tensor] : outputs) {
+      if (!encode_tensor(tensor, tensor_content_, &fields[alias])) {
+        call->finish(grpc::Status(grpc::StatusCode::INTERNAL,
+                                  "cannot encode output " + alias + " of its type"));
+        return;
+      }
+    }
+    std::string bytes;
+    response.SerializeToString(&bytes);
+    call->finish(grpc::Status::OK, std::move(bytes));
+  }
+
+ private:
+  ServableHandle lookup(const wire::ModelSpec& spec) const {
+    if (spec.name().empty()) return {};
+    Lookup found;
+    switch (spec.version_choice_case()) {
+      case wire::ModelSpec::kVersion:
+        found = native_.table->acquire_version(spec.name(), spec.version().value());
+        break;
+      case wire::ModelSpec::kVersionLabel:
+        found = native_.table->acquire_label(spec.name(), spec.version_label());
+        break;
+      default:
+        found = native_.table->acquire_latest(spec.name());
+    }
+    if (found.status != LookupStatus::kOk) return {};
+    return std::move(found.handle);
+  }
+
+  // Serves the request without Python when its version has a native form and the request
+  // passes every check; false (having answered nothing) when Python should take it.
+  bool run_natively(Call& call, const wire::PredictRequest& request,
+                    const std::vector<std::pair<std::string, Tensor>>& inputs) const {
+    const auto& spec = request.model_spec();
+    ServableHandle handle = lookup(spec);
+    if (!handle) return false;
+    const NativeServable* servable = version_payload(handle.payload()).native.get();
+    if (servable == nullptr || !servable->session) return false;
+    const std::string& name =
+        spec.signature_name().empty() ? std::string("serving_default") : spec.signature_name();
+    auto found = servable->signatures.find(name);
+    if (found == servable->signatures.end()) return false;
+    const SignatureSpec& signature = found->second;
+    if (native_.check_method_names && !is_predict_method(signature.method_name)) return false;
+    if (inputs.size() != signature.inputs.size()) return false;
+    std::vector<std::pair<std::string, Tensor>> feeds;
+    feeds.reserve(inputs.size());
+    for (const auto& [alias, tensor] : inputs) {
+      auto wanted = signature.inputs.find(alias);
+      if (wanted == signature.inputs.end() || wanted->second.dtype != tensor.dtype) return false;
+      feeds.emplace_back(wanted->second.name, tensor);
+    }
+    std::vector<const std::string*> aliases;
+    std::vector<const TensorSpec*> specs;
+    if (request.output_filter_size() == 0) {
+      for (const auto& [alias, output] : signature.outputs) {
+        aliases.push_back(&alias);
+        specs.push_back(&output);
+      }
+    } else {
+      for (const std::string& alias : request.output_filter()) {
+        auto wanted = signature.outputs.find(alias);
+        if (wanted == signature.outputs.end()) return false;
+        for (const std::string* seen : aliases) {
+          if (*seen == alias) return false;  // a duplicate: Python words it
+        }
+        aliases.push_back(&wanted->first);
+        specs.push_back(&wanted->second);
+      }
+    }
+    auto remaining = call.remaining();
+    if (call.finished() || (remaining && *remaining <= 0)) return false;
+
+    std::vector<std::string> fetches;
+    fetches.reserve(specs.size());
+    for (const TensorSpec* output : specs) fetches.push_back(output->name);
+    std::vector<Tensor> outputs;
+    const tensorflow::Status status = servable->session->run(feeds, fetches, &outputs);
+    if (!status.ok()) {
+      call.finish(grpc::Status(static_cast<grpc::StatusCode>(status.code),
+                               truncated(status.message)));
+      return true;
+    }
+    if (outputs.size() != fetches.size()) {
+      call.finish(grpc::Status(grpc::StatusCode::UNKNOWN, "Predict internal error"));
+      return true;
+    }
+    wire::PredictResponse response;
+    auto* model_spec = response.mutable_model_spec();
+    model_spec->set_name(spec.name());
+    model_spec->mutable_version()->set_value(handle.version());
+    model_spec->set_signature_name(name);
+    auto& fields = *response.mutable_outputs();
+    for (std::size_t i = 0; i < outputs.size(); ++i) {
+      Tensor& tensor = outputs[i];
+      if (specs[i]->dtype != DataType::kInvalid && tensor.dtype != specs[i]->dtype) {
+        call.finish(grpc::Status(grpc::StatusCode::INTERNAL,
+                                 "output " + *aliases[i] + " is not of its signature's type"));
+        return true;
+      }
+      if (!encode_tensor(tensor, tensor_content_, &fields[*aliases[i]])) {
+        call.finish(grpc::Status(grpc::StatusCode::INTERNAL,
+                                 "cannot encode output " + *aliases[i] + " of its type"));
+        return true;
+      }
+    }
+    handle.release();
+    std::string bytes;
+    response.SerializeToString(&bytes);
+    call.finish(grpc::Status::OK, std::move(bytes));
+    return true;
+  }
+
+  PythonRef run_;
+  std::shared_ptr<Handler> fallback_;
+  const bool tensor_content_;
+  const std::int64_t max_tensor_bytes_;
+  const int max_rank_;
+  PythonRef table_keeper_;  // keeps the table alive while the server may look in it
+  const NativeOptions native_;
+};
+
+}  // namespace
+
+std::shared_ptr<Handler> native_predict(py::object run, std::shared_ptr<Handler> fallback,
+                                        bool tensor_content, std::int64_t max_tensor_bytes,
+                                        int max_rank, py::object table,
+                                        bool check_method_names) {
+  NativeOptions native;
+  if (!table.is_none()) native.table = &table.cast<const ServableTable&>();
+  native.check_method_names = check_method_names;
+  return std::make_shared<NativePredict>(keep(std::move(run)), std::move(fallback),
+                                         tensor_content, max_tensor_bytes, max_rank,
+                                         keep(std::move(table)), native);
+}
+
+}  // namespace fastserve::binding

@@ -1,0 +1,65 @@
+// One unary gRPC call as the server's handlers see it: the method, the request's bytes, the
+// client's deadline and address, and one way to answer.
+//
+// Threads: every member may be called from any thread without the GIL; none takes the GIL
+// itself (cancel callbacks that need it take it on their own). finish() and cancel() race
+// safely: the first one answers the call, later ones do nothing.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <grpcpp/support/status.h>
+
+namespace fastserve {
+
+// What answers the RPC on the wire (the server's reactor). Called at most once.
+class Responder {
+ public:
+  virtual ~Responder() = default;
+  virtual void respond(const grpc::Status& status, std::string response) = 0;
+};
+
+class Call {
+ public:
+  Call(std::string method, std::string request, std::string peer,
+       std::optional<std::chrono::steady_clock::time_point> deadline, Responder* responder);
+  Call(const Call&) = delete;
+  Call& operator=(const Call&) = delete;
+
+  const std::string& method() const { return method_; }
+  const std::string& request() const { return request_; }
+  const std::string& peer() const { return peer_; }
+  std::optional<std::chrono::steady_clock::time_point> deadline() const { return deadline_; }
+  // Seconds until the deadline (never negative), or nothing without one.
+  std::optional<double> remaining() const;
+  bool cancelled() const;
+  bool finished() const;
+  std::chrono::steady_clock::time_point started() const { return started_; }
+
+  // Answers the call; false if it was already answered (or cancelled).
+  bool finish(const grpc::Status& status, std::string response = {});
+  // The client went away or its deadline passed: answers CANCELLED if not yet answered, then
+  // runs the cancel callbacks once.
+  void cancel();
+  // Runs `callback` when the call is cancelled (at once if it already was).
+  void on_cancel(std::function<void()> callback);
+
+ private:
+  const std::string method_;
+  const std::string request_;
+  const std::string peer_;
+  const std::optional<std::chrono::steady_clock::time_point> deadline_;
+  const std::chrono::steady_clock::time_point started_;
+  mutable std::mutex mutex_;
+  Responder* responder_;  // null once answered
+  bool cancelled_ = false;
+  std::vector<std::function<void()>> on_cancel_;
+};
+
+}  // namespace fastserve

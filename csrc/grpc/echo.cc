@@ -1,0 +1,23 @@
+#include "grpc/echo.h"
+
+#include "fastserve/predict.pb.h"
+
+namespace fastserve {
+
+void EchoPredict::handle(std::shared_ptr<Call> call) {
+  wire::PredictRequest request;
+  if (!request.ParseFromString(call->request())) {
+    call->finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "not a PredictRequest"));
+    return;
+  }
+  wire::PredictResponse response;
+  *response.mutable_model_spec() = request.model_spec();
+  for (const auto& [alias, tensor] : request.inputs()) {
+    (*response.mutable_outputs())[alias == "x" ? "y" : alias] = tensor;
+  }
+  std::string bytes;
+  response.SerializeToString(&bytes);
+  call->finish(grpc::Status::OK, std::move(bytes));
+}
+
+}  // namespace fastserve
