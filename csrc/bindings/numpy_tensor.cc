@@ -160,6 +160,8 @@ Tensor tensor_from_numpy(py::handle object, DataType want) {
 
 py::object numpy_from_tensor(const Tensor& tensor) {
   std::vector<py::ssize_t> shape(tensor.shape.begin(), tensor.shape.end());
+  py::tuple dims(shape.size());
+  for (std::size_t i = 0; i < shape.size(); ++i) dims[i] = py::int_(shape[i]);
   if (tensor.dtype == DataType::kString) {
     py::array result = numpy_module().attr("empty")(py::make_tuple(tensor.strings.size()),
                                                      "dtype"_a = py::dtype("O"));
@@ -171,7 +173,7 @@ py::object numpy_from_tensor(const Tensor& tensor) {
       Py_XDECREF(cells[i]);  // numpy.empty of objects holds None
       cells[i] = value;
     }
-    return result.attr("reshape")(py::tuple(py::cast(shape)));
+    return result.attr("reshape")(dims);
   }
   py::dtype dtype = numpy_dtype(tensor.dtype);
   const std::size_t expected = static_cast<std::size_t>(tensor.num_elements()) *
@@ -181,7 +183,7 @@ py::object numpy_from_tensor(const Tensor& tensor) {
                                 " elements holds " + std::to_string(tensor.bytes) + " bytes");
   }
   if (tensor.data == nullptr || tensor.bytes == 0) {
-    return numpy_module().attr("zeros")(py::tuple(py::cast(shape)), "dtype"_a = dtype);
+    return numpy_module().attr("zeros")(dims, "dtype"_a = dtype);
   }
   auto* keeper = new std::shared_ptr<const void>(tensor.owner);
   py::capsule base(keeper, [](void* raw) { delete static_cast<std::shared_ptr<const void>*>(raw); });

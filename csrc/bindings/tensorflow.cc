@@ -19,8 +19,14 @@ namespace {
 PyObject* tensorflow_error = nullptr;  // _core.TensorFlowError, set by bind_tensorflow
 
 // Raises _core.TensorFlowError(code, message): TensorFlow's status code (gRPC's numbering).
+// A message quoting a client's bytes (an unparseable tf.Example, say) may not be UTF-8: its
+// undecodable bytes become U+FFFD.
 [[noreturn]] void raise(const Status& status) {
-  py::tuple args = py::make_tuple(status.code, status.message);
+  PyObject* message = PyUnicode_DecodeUTF8(status.message.data(),
+                                           static_cast<Py_ssize_t>(status.message.size()),
+                                           "replace");
+  if (message == nullptr) throw py::error_already_set();
+  py::tuple args = py::make_tuple(status.code, py::reinterpret_steal<py::str>(message));
   PyErr_SetObject(tensorflow_error, args.ptr());
   throw py::error_already_set();
 }
