@@ -5,6 +5,7 @@
 #include <pybind11/chrono.h>
 
 #include "batch_queue.h"
+#include "bindings/tensorflow.h"
 #include "bindings/version_payload.h"
 #include "handle_object.h"
 #include "servable_table.h"
@@ -214,4 +215,6 @@ PYBIND11_MODULE(_core, m) {
       .def("stop", &BatchScheduler::stop)
       .def("queued_rows", &BatchScheduler::queued_rows, py::arg("queue_id"))
       .def("enqueued_batches", &BatchScheduler::enqueued_batches, py::arg("queue_id"));
+
+  fastserve::binding::bind_tensorflow(m);
 }

@@ -157,6 +157,46 @@ def counter(export_dir: Path) -> None:
         )
 
 
+IDENTITY_TYPES = [
+    "float32",
+    "float64",
+    "int32",
+    "uint8",
+    "int16",
+    "int8",
+    "complex64",
+    "int64",
+    "bool",
+    "bfloat16",
+    "uint16",
+    "complex128",
+    "float16",
+    "uint32",
+    "uint64",
+    "string",
+]
+
+
+def identities(export_dir: Path) -> None:
+    """A TF1 SavedModel with, for each of IDENTITY_TYPES, a signature of that name feeding
+    placeholder in_<type> (x) to Identity out_<type> (y)."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    info = v1.saved_model.utils.build_tensor_info
+    build = v1.saved_model.signature_def_utils.build_signature_def
+    graph = tf.Graph()
+    signatures = {}
+    with graph.as_default():
+        for name in IDENTITY_TYPES:
+            source = v1.placeholder(tf.as_dtype(name), name=f"in_{name}")
+            target = tf.identity(source, name=f"out_{name}")
+            signatures[name] = build(
+                {"x": info(source)}, {"y": info(target)}, "tensorflow/serving/predict"
+            )
+        _save_v1(graph, export_dir, signatures)
+
+
 def string_pair(export_dir: Path) -> None:
     """Two string inputs and a binary output: joined_bytes = first + b"|" + second, and
     length (int64) = its length."""

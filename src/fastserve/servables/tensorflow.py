@@ -1,7 +1,13 @@
-"""TensorFlow SavedModels, loaded into a session as TensorFlow Serving loads them."""
+"""TensorFlow SavedModels, loaded into a session as TensorFlow Serving loads them.
+
+A session is TensorFlow's C API runner (fastserve._core.TensorFlowSession: TF_SessionRun without
+the GIL) wherever the installed tensorflow wheel's C API loads, else TensorFlow's Python session.
+FASTSERVE_TENSORFLOW_RUNNER=python asks for the Python session.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +27,10 @@ from fastserve.servables.base import (
 )
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+RUNNER_VARIABLE = "FASTSERVE_TENSORFLOW_RUNNER"
+C_API_LIBRARY = "libtensorflow_cc.so.2"
+
+log = logging.getLogger("fastserve.servables.tensorflow")
 
 
 def _tensor_info(proto: Any) -> TensorInfo:
@@ -56,47 +66,92 @@ def _status_from_tf(error: Exception) -> ServingError:
     return ServingError(Code.INTERNAL, f"{type(error).__name__}: {error}")
 
 
-class TensorFlowServable(Servable):
-    """A SavedModel's meta graph in its own graph and session.
+def _session_config(options: LoadOptions) -> Any:
+    """The ConfigProto of a version's session."""
+    from tensorflow.core.protobuf import config_pb2
 
-    Every signature is a session callable made on first use for each set of outputs, so an
-    output filter fetches (and computes) only what was asked for.
+    # TensorFlow runs small graphs fastest on the calling thread; fastserve's request
+    # threads already give the parallelism, so "auto" (0) means inline (-1) here.
+    return config_pb2.ConfigProto(
+        inter_op_parallelism_threads=options.inter_op_parallelism or -1,
+        intra_op_parallelism_threads=options.intra_op_parallelism,
+        allow_soft_placement=True,
+    )
+
+
+def c_api_library() -> str:
+    """Where the installed tensorflow wheel keeps TensorFlow's C API."""
+    import tensorflow as tf
+
+    return os.path.join(os.path.dirname(tf.__file__), C_API_LIBRARY)
+
+
+def native_runner_problem() -> str:
+    """Why TensorFlow's C API runner cannot serve here ("" when it can)."""
+    if os.environ.get(RUNNER_VARIABLE, "").strip().lower() == "python":
+        return f"{RUNNER_VARIABLE}=python"
+    from fastserve import _core
+
+    return _core.tensorflow_c_api(c_api_library())
+
+
+class _NativeSession:
+    """The SavedModel in a session of TensorFlow's C API; runs release the GIL."""
+
+    def __init__(self, path: str, options: LoadOptions) -> None:
+        from fastserve import _core
+
+        config = _session_config(options).SerializeToString()
+        tags = list(options.saved_model_tags)
+        try:
+            self.session: Any = _core.TensorFlowSession(c_api_library(), path, tags, config)
+        except _core.TensorFlowError as error:
+            raise _status_from_native(error) from None
+
+    def run(
+        self, feeds: tuple[str, ...], values: list[np.ndarray], fetches: tuple[str, ...]
+    ) -> list[np.ndarray]:
+        from fastserve import _core
+
+        try:
+            return self.session.run(dict(zip(feeds, values, strict=True)), list(fetches))
+        except _core.TensorFlowError as error:
+            raise _status_from_native(error) from None
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _status_from_native(error: Exception) -> ServingError:
+    code, message = error.args
+    try:
+        return ServingError(Code(code), message)
+    except ValueError:
+        return ServingError(Code.UNKNOWN, message)
+
+
+class _PythonSession:
+    """The SavedModel in TensorFlow's Python session (the fallback runner).
+
+    Each set of fed and fetched tensors is a session callable made on first use, so an output
+    filter fetches (and computes) only what was asked for.
     """
-
-    runtime = "TF1"  # TF Serving's label for a session-based SavedModel
 
     def __init__(self, path: str, options: LoadOptions) -> None:
         import tensorflow as tf
 
-        v1 = tf.compat.v1
-        tags = list(options.saved_model_tags)
-        # TensorFlow runs small graphs fastest on the calling thread; fastserve's request
-        # threads already give the parallelism, so "auto" (0) means inline (-1) here.
-        inter_op = options.inter_op_parallelism or -1
-        config = v1.ConfigProto(
-            inter_op_parallelism_threads=inter_op,
-            intra_op_parallelism_threads=options.intra_op_parallelism,
-            allow_soft_placement=True,
-        )
         self._graph = tf.Graph()
-        self._session = v1.Session(graph=self._graph, config=config)
+        self._session = tf.compat.v1.Session(graph=self._graph, config=_session_config(options))
         from tensorflow.python.saved_model.loader_impl import SavedModelLoader
 
         try:
             with self._graph.as_default():
-                meta_graph = SavedModelLoader(path).load(self._session, tags)
+                SavedModelLoader(path).load(self._session, list(options.saved_model_tags))
         except BaseException:
             self._session.close()
             raise
-        self._signatures = {
-            name: _signature(name, proto) for name, proto in meta_graph.signature_def.items()
-        }
         self._callables: dict[tuple[tuple[str, ...], tuple[str, ...]], Callable[..., Any]] = {}
         self._callables_lock = threading.Lock()
-
-    @property
-    def signatures(self) -> Mapping[str, Signature]:
-        return self._signatures
 
     def _callable(self, feeds: tuple[str, ...], fetches: tuple[str, ...]) -> Callable[..., Any]:
         key = (feeds, fetches)
@@ -117,13 +172,45 @@ class TensorFlowServable(Servable):
                 self._callables[key] = found
         return found
 
-    def _run_tensors(
+    def run(
         self, feeds: tuple[str, ...], values: list[np.ndarray], fetches: tuple[str, ...]
     ) -> list[np.ndarray]:
         try:
             return list(self._callable(feeds, fetches)(*values))
         except Exception as error:  # TensorFlow raises its own error types
             raise _status_from_tf(error) from error
+
+    def close(self) -> None:
+        self._callables.clear()
+        self._session.close()
+
+
+class TensorFlowServable(Servable):
+    """A SavedModel's meta graph in its own session: TensorFlow's C API runner, or TensorFlow's
+    Python session where the C API cannot be loaded (`runner` says which, `native_session` is
+    the _core.TensorFlowSession or None). Signatures come from the meta graph as saved."""
+
+    runtime = "TF1"  # TF Serving's label for a session-based SavedModel
+
+    def __init__(
+        self, path: str, options: LoadOptions, meta_graph: Any, python_reason: str = ""
+    ) -> None:
+        self._signatures = {
+            name: _signature(name, proto) for name, proto in meta_graph.signature_def.items()
+        }
+        self._session: _NativeSession | _PythonSession
+        if python_reason:
+            self._session = _PythonSession(path, options)
+            self.runner = "python"
+            self.native_session = None
+        else:
+            self._session = _NativeSession(path, options)
+            self.runner = "c_api"
+            self.native_session = self._session.session
+
+    @property
+    def signatures(self) -> Mapping[str, Signature]:
+        return self._signatures
 
     def run(
         self,
@@ -149,19 +236,19 @@ class TensorFlowServable(Servable):
         values = dict(
             zip(
                 fetches,
-                self._run_tensors(feeds, [inputs[fed[tensor]] for tensor in feeds], fetches),
+                self._session.run(feeds, [inputs[fed[tensor]] for tensor in feeds], fetches),
                 strict=True,
             )
         )
         return [{name: values[sig.outputs[name].name] for name in names} for sig, names in runs]
 
     def unload(self) -> None:
-        self._callables.clear()
         self._session.close()
 
 
-def _check_folder(path: str, tags: Sequence[str]) -> None:
-    """Fails the way TF Serving does when the folder is not a SavedModel with these tags."""
+def _check_folder(path: str, tags: Sequence[str]) -> Any:
+    """The SavedModel's meta graph tagged `tags`; fails the way TF Serving does when the
+    folder is not a SavedModel with these tags."""
     if not any(os.path.exists(os.path.join(path, name)) for name in SAVED_MODEL_FILES):
         raise ServingError(
             Code.NOT_FOUND,
@@ -174,13 +261,15 @@ def _check_folder(path: str, tags: Sequence[str]) -> None:
     except Exception as error:
         raise ServingError(Code.DATA_LOSS, f"Cannot parse SavedModel at {path}: {error}") from None
     wanted = set(tags)
-    if not any(set(graph.meta_info_def.tags) == wanted for graph in saved_model.meta_graphs):
-        joined = " ".join(sorted(wanted))
-        raise not_found(
-            f"Could not find meta graph def matching supplied tags: {{ {joined} }}. To inspect "
-            "available tag-sets in the SavedModel, please use the SavedModel CLI: "
-            "`saved_model_cli`"
-        )
+    for graph in saved_model.meta_graphs:
+        if set(graph.meta_info_def.tags) == wanted:
+            return graph
+    joined = " ".join(sorted(wanted))
+    raise not_found(
+        f"Could not find meta graph def matching supplied tags: {{ {joined} }}. To inspect "
+        "available tag-sets in the SavedModel, please use the SavedModel CLI: "
+        "`saved_model_cli`"
+    )
 
 
 class TensorFlowLoader(Loader):
@@ -189,10 +278,24 @@ class TensorFlowLoader(Loader):
     platform = "tensorflow"
 
     def load(self, path: str, options: LoadOptions) -> Servable:
-        _check_folder(path, options.saved_model_tags)
+        meta_graph = _check_folder(path, options.saved_model_tags)
+        problem = native_runner_problem()
         try:
-            return TensorFlowServable(path, options)
+            servable = TensorFlowServable(path, options, meta_graph, problem)
         except ServingError:
             raise
         except Exception as error:
             raise _status_from_tf(error) from error
+        # A version folder is <model base path>/<version>: the model's folder names it here.
+        model = os.path.basename(os.path.dirname(os.path.normpath(path)))
+        version = os.path.basename(os.path.normpath(path))
+        if problem:
+            log.info(
+                "model %s version %s: served by the Python TensorFlow session (%s)",
+                model,
+                version,
+                problem,
+            )
+        else:
+            log.info("model %s version %s: served by TensorFlow's C API runner", model, version)
+        return servable

@@ -1,0 +1,20 @@
+// Python bindings of the TensorFlow C API runner (_core.TensorFlowSession).
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <memory>
+
+#include "runners/tensorflow_session.h"
+
+namespace fastserve::binding {
+
+// Adds TensorFlowSession, TensorFlowError and tensorflow_c_api to the module. With the GIL.
+void bind_tensorflow(pybind11::module_& m);
+
+// The C++ session behind a _core.TensorFlowSession object (for native request paths that run
+// it without Python); nullptr when `session` is None. With the GIL held; the returned pointer
+// may then be used on any thread without it. Throws pybind11::cast_error for other objects.
+std::shared_ptr<tensorflow::TensorFlowSession> session_of(pybind11::handle session);
+
+}  // namespace fastserve::binding
