@@ -84,6 +84,14 @@ class InferenceAPI:
         self._acquire_latest = table.lookup_latest
         self._acquire_version = table.lookup_version
 
+    @property
+    def table(self) -> ServableTable:
+        return self._table
+
+    @property
+    def check_method_names(self) -> bool:
+        return self._check_method_names
+
     # --- resolving ---------------------------------------------------------------------------
 
     def acquire(self, spec: ModelSpec) -> ServableHandle:

@@ -30,6 +30,11 @@ class ServableTable:
         self.lookup_latest = self._table.acquire_latest
         self.lookup_version = self._table.acquire_version
 
+    @property
+    def native(self) -> Any:
+        """The C++ table itself, for the native request path."""
+        return self._table
+
     def add(self, model: str, version: int, servable: Any) -> bool:
         """Publishes a version; False if that version is already in the table."""
         return bool(self._table.add(model, version, servable))

@@ -565,5 +565,9 @@ def create_server(api: InferenceAPI, tasks: Tasks, options: GrpcOptions) -> Nati
         tensor_content=options.tensor_content,
         max_tensor_bytes=options.max_request_bytes,
         max_rank=NUMPY_MAX_RANK,
+        # Versions with a native form are served without Python, unless each request must
+        # be counted or logged by Python (metrics on, or the access log).
+        table=None if api.metrics.enabled or access else api.table.native,
+        check_method_names=api.check_method_names,
     )
     return NativeGrpcServer(server, options.health)

@@ -185,6 +185,26 @@ class _PythonSession:
         self._session.close()
 
 
+def _native_servable(signatures: Mapping[str, Signature], session: Any, runtime: str) -> Any:
+    """The version's signatures and C API session as the native Predict path takes them
+    (None on the Python session)."""
+    if session is None:
+        return None
+    from fastserve import _core
+
+    def specs(tensors: Mapping[str, TensorInfo]) -> dict[str, tuple[str, int]]:
+        return {alias: (info.name, int(info.dtype)) for alias, info in tensors.items()}
+
+    return _core.NativeServable(
+        {
+            name: (signature.method_name, specs(signature.inputs), specs(signature.outputs))
+            for name, signature in signatures.items()
+        },
+        session,
+        runtime,
+    )
+
+
 class TensorFlowServable(Servable):
     """A SavedModel's meta graph in its own session: TensorFlow's C API runner, or TensorFlow's
     Python session where the C API cannot be loaded (`runner` says which, `native_session` is
@@ -207,6 +227,8 @@ class TensorFlowServable(Servable):
             self._session = _NativeSession(path, options)
             self.runner = "c_api"
             self.native_session = self._session.session
+        # The native Predict path serves this version without Python through this.
+        self.native: Any = _native_servable(self._signatures, self.native_session, self.runtime)
 
     @property
     def signatures(self) -> Mapping[str, Signature]:
