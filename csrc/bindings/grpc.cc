@@ -5,6 +5,7 @@
 
 #include "bindings/python_object.h"
 #include "grpc/echo.h"
+#include "grpc/request_log.h"
 #include "grpc/server.h"
 
 namespace py = pybind11;
@@ -49,7 +50,8 @@ class PythonHandler final : public Handler {
 
 std::shared_ptr<Handler> native_predict(py::object run, std::shared_ptr<Handler> fallback,
                                         bool tensor_content, std::int64_t max_tensor_bytes,
-                                        int max_rank, py::object table, bool check_method_names);
+                                        int max_rank, py::object table, bool check_method_names,
+                                        std::shared_ptr<RequestLog> log);
 
 void bind_grpc(py::module_& m) {
   py::class_<Call, std::shared_ptr<Call>>(m, "GrpcCall")
@@ -69,13 +71,32 @@ void bind_grpc(py::module_& m) {
         });
       });
 
+  py::class_<RequestLog, std::shared_ptr<RequestLog>>(m, "RequestLog")
+      .def(py::init<>())
+      .def("drain",
+           [](RequestLog& log) {
+             std::vector<RequestRecord> records;
+             {
+               py::gil_scoped_release nogil;
+               records = log.drain();
+             }
+             py::list out;
+             for (const RequestRecord& r : records) {
+               out.append(py::make_tuple(r.model, r.code, r.micros, r.runtime_micros, r.runtime,
+                                         r.peer));
+             }
+             return out;
+           })
+      .def("dropped", &RequestLog::dropped);
+
   py::class_<GrpcServer>(m, "GrpcServer")
       .def(py::init([](std::vector<std::string> addresses, std::optional<py::tuple> tls,
                        std::vector<std::pair<std::string, std::variant<int, std::string>>> args,
                        int max_receive_message_bytes, int max_send_message_bytes, bool health,
                        int worker_threads, py::object fallback, py::object predict,
                        bool tensor_content, std::int64_t max_tensor_bytes, int max_rank,
-                       bool echo, py::object table, bool check_method_names) {
+                       bool echo, py::object table, bool check_method_names,
+                       std::shared_ptr<RequestLog> request_log) {
              GrpcServerOptions options;
              options.addresses = std::move(addresses);
              if (tls) {
@@ -98,7 +119,7 @@ void bind_grpc(py::module_& m) {
                server->route("/tensorflow.serving.PredictionService/Predict",
                              native_predict(std::move(predict), python, tensor_content,
                                             max_tensor_bytes, max_rank, std::move(table),
-                                            check_method_names));
+                                            check_method_names, std::move(request_log)));
              }
              return server;
            }),
@@ -107,7 +128,8 @@ void bind_grpc(py::module_& m) {
            py::arg("health"), py::arg("worker_threads"), py::arg("fallback"),
            py::arg("predict") = py::none(), py::arg("tensor_content") = false,
            py::arg("max_tensor_bytes") = 0, py::arg("max_rank") = 64, py::arg("echo") = false,
-           py::arg("table") = py::none(), py::arg("check_method_names") = false)
+           py::arg("table") = py::none(), py::arg("check_method_names") = false,
+           py::arg("request_log") = nullptr)
       .def("start", &GrpcServer::start, py::call_guard<py::gil_scoped_release>())
       .def("shutdown", &GrpcServer::shutdown, py::arg("grace_seconds"),
            py::call_guard<py::gil_scoped_release>())

@@ -10,6 +10,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <chrono>
 
 #include "bindings/numpy_tensor.h"
 #include "bindings/python_object.h"
@@ -17,6 +18,7 @@
 #include "servable_table.h"
 #include "fastserve/predict.pb.h"
 #include "grpc/predict_codec.h"
+#include "grpc/request_log.h"
 #include "grpc/server.h"
 
 namespace py = pybind11;
@@ -42,7 +44,13 @@ bool is_predict_method(const std::string& method) {
 struct NativeOptions {
   const ServableTable* table = nullptr;  // null: no native runs
   bool check_method_names = false;
+  std::shared_ptr<RequestLog> log;  // null: native runs are not recorded
 };
+
+double micros_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
+      .count();
+}
 
 class NativePredict final : public Handler {
  public:
@@ -204,14 +212,23 @@ class NativePredict final : public Handler {
     fetches.reserve(specs.size());
     for (const TensorSpec* output : specs) fetches.push_back(output->name);
     std::vector<Tensor> outputs;
+    const auto ran = std::chrono::steady_clock::now();
     const tensorflow::Status status = servable->session->run(feeds, fetches, &outputs);
+    const double runtime_micros = micros_since(ran);
+    auto finish = [&](const grpc::Status& answer, std::string bytes = {}) {
+      const int code = static_cast<int>(answer.error_code());
+      call.finish(answer, std::move(bytes));
+      if (native_.log) {
+        native_.log->add(RequestRecord{spec.name(), code, micros_since(call.started()),
+                                       runtime_micros, servable->runtime, call.peer()});
+      }
+    };
     if (!status.ok()) {
-      call.finish(grpc::Status(static_cast<grpc::StatusCode>(status.code),
-                               truncated(status.message)));
+      finish(grpc::Status(static_cast<grpc::StatusCode>(status.code), truncated(status.message)));
       return true;
     }
     if (outputs.size() != fetches.size()) {
-      call.finish(grpc::Status(grpc::StatusCode::UNKNOWN, "Predict internal error"));
+      finish(grpc::Status(grpc::StatusCode::UNKNOWN, "Predict internal error"));
       return true;
     }
     wire::PredictResponse response;
@@ -223,20 +240,20 @@ class NativePredict final : public Handler {
     for (std::size_t i = 0; i < outputs.size(); ++i) {
       Tensor& tensor = outputs[i];
       if (specs[i]->dtype != DataType::kInvalid && tensor.dtype != specs[i]->dtype) {
-        call.finish(grpc::Status(grpc::StatusCode::INTERNAL,
-                                 "output " + *aliases[i] + " is not of its signature's type"));
+        finish(grpc::Status(grpc::StatusCode::INTERNAL,
+                            "output " + *aliases[i] + " is not of its signature's type"));
         return true;
       }
       if (!encode_tensor(tensor, tensor_content_, &fields[*aliases[i]])) {
-        call.finish(grpc::Status(grpc::StatusCode::INTERNAL,
-                                 "cannot encode output " + *aliases[i] + " of its type"));
+        finish(grpc::Status(grpc::StatusCode::INTERNAL,
+                            "cannot encode output " + *aliases[i] + " of its type"));
         return true;
       }
     }
     handle.release();
     std::string bytes;
     response.SerializeToString(&bytes);
-    call.finish(grpc::Status::OK, std::move(bytes));
+    finish(grpc::Status::OK, std::move(bytes));
     return true;
   }
 
@@ -254,8 +271,10 @@ class NativePredict final : public Handler {
 std::shared_ptr<Handler> native_predict(py::object run, std::shared_ptr<Handler> fallback,
                                         bool tensor_content, std::int64_t max_tensor_bytes,
                                         int max_rank, py::object table,
-                                        bool check_method_names) {
+                                        bool check_method_names,
+                                        std::shared_ptr<RequestLog> log) {
   NativeOptions native;
+  native.log = std::move(log);
   if (!table.is_none()) native.table = &table.cast<const ServableTable&>();
   native.check_method_names = check_method_names;
   return std::make_shared<NativePredict>(keep(std::move(run)), std::move(fallback),

@@ -156,6 +156,7 @@ class Metrics:
     ) -> None:
         self.enabled = enabled
         self._known_model = known_model
+        self._sources: list[Callable[[], object]] = []
         self.registry = CollectorRegistry(auto_describe=False)
         registry = self.registry
         self._request_count = Gauge(
@@ -246,6 +247,16 @@ class Metrics:
             return _UNTIMED
         return _Timed(self._runtime_latency.labels(model, api, runtime))
 
+    def runtime_observed(self, model: str, api: str, runtime: str, micros: float) -> None:
+        """A computation timed elsewhere (the native request path)."""
+        if self.enabled:
+            self._runtime_latency.labels(model, api, runtime).observe(micros)
+
+    def add_source(self, refresh: Callable[[], object]) -> None:
+        """`refresh` brings in what was recorded elsewhere (the native server's requests);
+        it runs before every exposition, so a scrape sees every request answered before it."""
+        self._sources.append(refresh)
+
     def examples(self, model: str, count: int) -> None:
         """A Classify, Regress or MultiInference request carried `count` tf.Examples."""
         if self.enabled:
@@ -287,6 +298,8 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The Prometheus text format, counters named as TF Serving names them."""
+        for refresh in self._sources:
+            refresh()
         text = generate_latest(self.registry).decode("utf-8")
         for name in self._counter_names:
             # prometheus-client names a counter family `<name>_total` in HELP and TYPE.

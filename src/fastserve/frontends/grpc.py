@@ -28,7 +28,7 @@ from tensorflow_serving.apis import (
 )
 
 from fastserve import protos, tensors, tf_examples
-from fastserve._core import GrpcCall, GrpcServer
+from fastserve._core import GrpcCall, GrpcServer, RequestLog
 from fastserve.api import InferenceAPI, ModelSpec
 from fastserve.config import ConfigError, models_from_proto
 from fastserve.dtypes import NUMPY_MAX_RANK, DType, from_numpy
@@ -463,12 +463,62 @@ def parse_channel_arguments(text: str) -> list[tuple[str, Any]]:
     return arguments
 
 
+class _NativeRequests:
+    """Counts and logs the requests the native Predict path answered without Python: a
+    thread drains their records every `interval` seconds (and a scrape drains first)."""
+
+    def __init__(self, api: InferenceAPI, access: bool, interval: float = 0.25) -> None:
+        self.log = RequestLog()
+        self._api = api
+        self._access = access
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="fastserve-native-requests", daemon=True
+        )
+        api.metrics.add_source(self.drain)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.drain()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.drain()
+
+    def drain(self) -> None:
+        with self._lock:  # records are reported in the order they were answered
+            metrics = self._api.metrics
+            for model, code, micros, runtime_micros, runtime, peer in self.log.drain():
+                status = Code(code).name if code else "OK"
+                metrics.request(model, "Predict", "GRPC", status, micros)
+                if runtime_micros:
+                    metrics.runtime_observed(model, "Predict", runtime, runtime_micros)
+                if self._access:
+                    access_log.info(
+                        "grpc Predict model=%s status=%s peer=%s took=%.0fus",
+                        model,
+                        status,
+                        peer,
+                        micros,
+                    )
+
+
 class NativeGrpcServer:
     """The native (grpc++) server, started and stopped from Python."""
 
-    def __init__(self, server: GrpcServer, health: Health | None) -> None:
+    def __init__(
+        self, server: GrpcServer, health: Health | None, requests: _NativeRequests | None
+    ) -> None:
         self._server = server
         self._health = health
+        self._requests = requests
         self._stopped = threading.Event()
         self._stopping = False
         self._lock = threading.Lock()
@@ -484,6 +534,8 @@ class NativeGrpcServer:
         atexit.register(self._server.shutdown, 0.0)
         if self._health is not None:
             _report_health(self._server, self._health)
+        if self._requests is not None:
+            self._requests.start()
         return port
 
     def stop(self, grace: float) -> threading.Event:
@@ -500,6 +552,8 @@ class NativeGrpcServer:
     def _shutdown(self, grace: float) -> None:
         try:
             self._server.shutdown(grace)
+            if self._requests is not None:
+                self._requests.stop()
         finally:
             self._stopped.set()
 
@@ -546,6 +600,7 @@ def create_server(api: InferenceAPI, tasks: Tasks, options: GrpcOptions) -> Nati
     addresses = [f"{host}:{options.port}"]
     if options.socket_path:
         addresses.append(f"unix:{options.socket_path}")
+    requests = _NativeRequests(api, access) if api.metrics.enabled or access else None
     config = options.ssl_config
     tls = (
         (config.server_key, config.server_cert, config.custom_ca, config.client_verify)
@@ -565,9 +620,10 @@ def create_server(api: InferenceAPI, tasks: Tasks, options: GrpcOptions) -> Nati
         tensor_content=options.tensor_content,
         max_tensor_bytes=options.max_request_bytes,
         max_rank=NUMPY_MAX_RANK,
-        # Versions with a native form are served without Python, unless each request must
-        # be counted or logged by Python (metrics on, or the access log).
-        table=None if api.metrics.enabled or access else api.table.native,
+        # Versions with a native form are served without Python; their requests are
+        # counted and logged from records Python drains off the request path.
+        table=api.table.native,
         check_method_names=api.check_method_names,
+        request_log=requests.log if requests is not None else None,
     )
-    return NativeGrpcServer(server, options.health)
+    return NativeGrpcServer(server, options.health, requests)
