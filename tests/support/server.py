@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import grpc
@@ -28,8 +28,15 @@ class ServerProcess(FastserveProcess):
     """The installed `fastserve` command, REST on by default. Its output is collected; `ready`
     waits for the ready line."""
 
-    def __init__(self, args: Sequence[str], *, rest: bool = True, cwd: str | None = None) -> None:
-        super().__init__(args, rest=rest, command=[FASTSERVE], cwd=cwd)
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        rest: bool = True,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(args, rest=rest, command=[FASTSERVE], cwd=cwd, env=env)
         self._channel: grpc.Channel | None = None
         self._http: httpx.Client | None = None
         self._clients_lock = threading.Lock()
