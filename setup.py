@@ -7,14 +7,12 @@ build` installs them). The .proto files in protos/ are compiled to C++ here, int
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 from glob import glob
 from pathlib import Path
-
-from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext
-from setuptools import setup
 
 HERE = Path(__file__).resolve().parent
 GENERATED = HERE / "build" / "protos"
@@ -29,9 +27,16 @@ def _fail(what: str) -> None:
     )
 
 
+# Wheels for PyPI (cibuildwheel, scripts/build-grpc-for-wheels): grpc++ and protobuf built
+# from source with -fPIC, linked statically, their symbols kept out of the extension's exports.
+STATIC = os.environ.get("FASTSERVE_STATIC_GRPC") == "1"
+
+
 def _pkg_config(*args: str) -> list[str]:
     if shutil.which("pkg-config") is None:
         _fail("pkg-config is missing")
+    if STATIC:
+        args = ("--static", *args)
     done = subprocess.run(["pkg-config", *args, *PACKAGES], capture_output=True, text=True)
     if done.returncode != 0:
         _fail(f"pkg-config does not know {' and '.join(PACKAGES)}")
@@ -60,15 +65,22 @@ def _compile_protos() -> list[str]:
     return sorted(str(p) for p in GENERATED.rglob("*.cc"))
 
 
-ParallelCompile("NPY_NUM_BUILD_JOBS").install()
+# The system's tools are checked before anything else, so that a machine without them gets one
+# clear line rather than a compiler's error.
+cflags, libs = _pkg_config("--cflags"), _pkg_config("--libs")
 generated = _compile_protos()
+
+from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext  # noqa: E402
+from setuptools import setup  # noqa: E402
+
+ParallelCompile("NPY_NUM_BUILD_JOBS").install()
 core = Pybind11Extension(
     "fastserve._core",
     sorted(glob("csrc/**/*.cc", recursive=True)) + generated,
     include_dirs=["csrc", str(GENERATED)],
     cxx_std=17,
-    extra_compile_args=["-O2", "-Wall", "-Wextra", *_pkg_config("--cflags")],
-    extra_link_args=[*_pkg_config("--libs"), "-ldl"],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", *cflags],
+    extra_link_args=[*libs, "-ldl", *(["-Wl,--exclude-libs,ALL"] if STATIC else [])],
 )
 
 setup(ext_modules=[core], cmdclass={"build_ext": build_ext})
