@@ -62,6 +62,18 @@ FASTSERVE = str(Path(sys.executable).with_name("fastserve"))
 PAYLOADS = (1, 1_000, 100_000)
 CONCURRENCIES = (1, 16, 64)
 MLP = "mlp"
+# half_plus_two as a python servable (numpy), for issue 11's Python-servable target.
+PYTHON_MODEL = "python_half_plus_two"
+PYTHON_HALF_PLUS_TWO = """
+    import numpy as np
+
+    from fastserve.servables.python import signature, tensor
+
+
+    @signature(inputs={"x": tensor("float32", [-1])}, outputs={"y": tensor("float32", [-1])})
+    def serving_default(x):
+        return {"y": np.float32(0.5) * x + np.float32(2)}
+"""
 MLP_WIDTH = 512  # the MLP's input: one row of 512 floats
 # Batching parameters per model: half_plus_two costs ~100 µs a call, so a short timeout;
 # the MLP costs ms, so a longer one (benchmarks/batching.py's sweep).
@@ -101,13 +113,15 @@ class GrpcFloor(ProcessTarget):
 
     kind = "floor"
 
+    script = "grpc_echo.py"
+
     def __init__(self) -> None:
         self.name = "grpcio floor (echo)"
         self.port = 0
 
     def start(self) -> None:
         self.port = free_port()
-        script = str(HERE / "floors" / "grpc_echo.py")
+        script = str(HERE / "floors" / self.script)
         self._process = ServerProcess(
             [sys.executable, script, f"--port={self.port}"], ready="ready "
         )
@@ -122,20 +136,24 @@ class GrpcFloor(ProcessTarget):
         check_tfs_grpc(self.endpoints(floats)[0], payload(floats))
 
 
+class GrpcAioFloor(GrpcFloor):
+    """floors/grpc_aio_echo.py: the same echo on grpc.aio (the fastest Python gRPC server)."""
+
+    script = "grpc_aio_echo.py"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = "grpc.aio floor (echo)"
+
+
 class GrpcppFloor(GrpcFloor):
     """floors/grpcpp_echo.py: fastserve's native grpc++ server echoing Predict in C++."""
+
+    script = "grpcpp_echo.py"
 
     def __init__(self) -> None:
         super().__init__()
         self.name = "grpc++ floor (native echo)"
-
-    def start(self) -> None:
-        self.port = free_port()
-        script = str(HERE / "floors" / "grpcpp_echo.py")
-        self._process = ServerProcess(
-            [sys.executable, script, f"--port={self.port}"], ready="ready "
-        )
-        self._process.wait_ready()
 
 
 class StarletteFloor(ProcessTarget):
@@ -179,7 +197,9 @@ class Fastserve(ProcessTarget):
         rest_server: str | None,
         protocols: tuple[str, ...] = ("grpc", "rest"),
         reference: Callable[[np.ndarray], np.ndarray] | None = None,
+        platform: str = "tensorflow",
     ) -> None:
+        self.platform = platform
         self.model = model
         self.base_path = base_path
         self.workdir = workdir
@@ -196,6 +216,13 @@ class Fastserve(ProcessTarget):
 
     def start(self) -> None:
         flags = [f"--model_name={self.model}", f"--model_base_path={self.base_path}"]
+        if self.platform != "tensorflow":
+            config = self.workdir / f"{self.model}.yaml"
+            config.write_text(
+                f"models:\n  - name: {self.model}\n    base_path: {self.base_path}\n"
+                f"    model_platform: {self.platform}\n"
+            )
+            flags = [f"--config={config}"]
         if self.rest_server:
             flags.append(f"--rest_server={self.rest_server}")
         if self.batching:
@@ -283,6 +310,8 @@ def in_process(models: dict[str, Path], seconds: float) -> tuple[list[InProcess]
     rows: list[InProcess] = []
     mlp = None
     for model, base in models.items():
+        if model == PYTHON_MODEL:
+            continue  # the in-process figure is TensorFlow's
         servable = TensorFlowLoader().load(str(base / "1"), LoadOptions())
         signature = servable.signatures["serving_default"]
         if model == MLP:
@@ -567,8 +596,10 @@ def ratio_rows(
                     continue
                 # Issue 11's targets: gRPC >= 3x the Python floor and >= 0.35x the native
                 # (grpc++) floor; REST >= 0.65x bare Starlette on the same HTTP server.
-                if protocol == "grpc":
-                    comparisons = [(GrpcFloor().name, 3.0), (GrpcppFloor().name, 0.35)]
+                if protocol == "grpc" and target.model == PYTHON_MODEL:
+                    comparisons = [(GrpcAioFloor().name, 1.8)]
+                elif protocol == "grpc":
+                    comparisons = [(GrpcAioFloor().name, 3.0), (GrpcppFloor().name, 0.35)]
                 else:
                     comparisons = [(floor_for(run, protocol, server), 0.65)]
                 comparisons += [(peer.name, 2.0) for peer in peers]
@@ -704,8 +735,9 @@ def report(
             "",
             "## The issue's targets, as ratios from this run (throughput at 16 in flight)",
             "",
-            "Issue 11: gRPC Predict >= 3x the grpcio floor and >= 0.35x the grpc++ floor "
-            "(fastserve's native server echoing in C++); REST >= 0.65x the Starlette floor on "
+            "Issue 11: gRPC Predict >= 3x the grpc.aio floor and >= 0.35x the grpc++ floor "
+            "(fastserve's native server echoing in C++), >= 1.8x the grpc.aio floor for the "
+            "same model as a Python servable; REST >= 0.65x the Starlette floor on "
             "the same HTTP server; both >= 2x each peer (with --peers). Missed by: how far the "
             "ratio is from its target, and how much more throughput fastserve would need.",
             "",
@@ -838,10 +870,12 @@ def build_models(workdir: Path, quick: bool) -> dict[str, Path]:
     sys.path.insert(0, str(REPO / "tests"))
     from batching import build_model as build_mlp
 
-    from support.models import half_plus_two_v1
+    from support.models import half_plus_two_v1, python_model
 
     models = {"half_plus_two": workdir / "half_plus_two"}
     half_plus_two_v1(models["half_plus_two"] / "1", 2.0)
+    models[PYTHON_MODEL] = workdir / PYTHON_MODEL
+    python_model(models[PYTHON_MODEL] / "1", PYTHON_HALF_PLUS_TWO)
     if not quick:
         models[MLP] = workdir / MLP
         build_mlp(models[MLP] / "1")
@@ -870,11 +904,11 @@ def plan(
         signature = mlp.signatures["serving_default"]
         return np.asarray(mlp.run(signature, {"x": x}, ["y"])["y"])
 
-    targets: list[Any] = [GrpcFloor(), GrpcppFloor()]
+    targets: list[Any] = [GrpcFloor(), GrpcAioFloor(), GrpcppFloor()]
     targets += [StarletteFloor(server) for server in floor_servers]
     for model, base in models.items():
         for batching in (False, True):
-            if args.quick and batching and model == MLP:
+            if (args.quick or model == PYTHON_MODEL) and batching and model != "half_plus_two":
                 continue
             targets.append(
                 Fastserve(
@@ -884,6 +918,8 @@ def plan(
                     batching=batching,
                     rest_server=primary,
                     reference=reference if model == MLP else None,
+                    platform="python" if model == PYTHON_MODEL else "tensorflow",
+                    protocols=("grpc",) if model == PYTHON_MODEL else ("grpc", "rest"),
                 )
             )
     for server in floor_servers:
