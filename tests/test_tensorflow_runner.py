@@ -190,3 +190,25 @@ def test_the_python_session_when_asked(
         assert "int64" in raised.value.message  # its words differ; the API checks first
     finally:
         servable.unload()
+
+
+def test_the_python_session_when_the_c_api_cannot_load(
+    identities: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastserve.servables import tensorflow
+
+    monkeypatch.delenv(RUNNER_VARIABLE, raising=False)
+    monkeypatch.setattr(tensorflow, "c_api_library", lambda: "/nonexistent/libtensorflow_cc.so.2")
+    with caplog.at_level(logging.INFO, logger="fastserve.servables.tensorflow"):
+        servable = _load(identities)
+    try:
+        assert servable.runner == "python"
+        assert servable.native_session is None
+        assert (
+            "model identities version 1: served by the Python TensorFlow session (cannot load "
+            "TensorFlow's C API from /nonexistent/libtensorflow_cc.so.2: " in caplog.text
+        )
+        out = servable.run(servable.signatures["int64"], {"x": np.arange(3)}, ["y"])
+        np.testing.assert_array_equal(out["y"], [0, 1, 2])
+    finally:
+        servable.unload()
