@@ -212,3 +212,33 @@ def test_the_python_session_when_the_c_api_cannot_load(
         np.testing.assert_array_equal(out["y"], [0, 1, 2])
     finally:
         servable.unload()
+
+
+def test_many_threads_run_at_once_and_close_ends_them(identities: Path) -> None:
+    import threading
+
+    config = _session_config(LoadOptions()).SerializeToString()
+    opened = _core.TensorFlowSession(c_api_library(), str(identities), ["serve"], config)
+    wrong: list[int] = []
+
+    def work(offset: int) -> None:
+        for i in range(300):
+            values = np.arange(offset + i, offset + i + 64, dtype=np.int64)
+            strings = np.array([str(offset + i).encode()], dtype=object)
+            numbers, texts = opened.run(
+                {"in_int64:0": values, "in_string:0": strings}, ["out_int64:0", "out_string:0"]
+            )
+            if not np.array_equal(numbers, values) or texts.tolist() != strings.tolist():
+                wrong.append(offset + i)
+
+    threads = [threading.Thread(target=work, args=(n * 1000,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
+    opened.close()
+    with pytest.raises(_core.TensorFlowError) as raised:
+        opened.run({"in_int64:0": np.arange(2)}, ["out_int64:0"])
+    assert raised.value.args == (9, "Session has been closed.")
+    opened.close()  # idempotent
