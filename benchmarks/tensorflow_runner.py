@@ -9,12 +9,16 @@ the GIL, numpy out). Nothing here asserts on timing: it prints numbers.
 
     .venv/bin/python benchmarks/tensorflow_runner.py            # about 20 s
     .venv/bin/python benchmarks/tensorflow_runner.py --runs 500 # smoke test
+    .venv/bin/python benchmarks/tensorflow_runner.py \
+        --output benchmarks/results/tensorflow_runner.md
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,6 +26,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
+from common import machine_description, publish
 
 from fastserve.servables.base import LoadOptions
 from fastserve.servables.tensorflow import RUNNER_VARIABLE, TensorFlowLoader
@@ -84,14 +89,24 @@ def measure(runner: str, runs: int) -> tuple[str, float | None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5000, help="runs per timed loop (1 float)")
+    parser.add_argument("--output", type=Path, help="also write the Markdown report here")
     args = parser.parse_args()
-    print("| runner | servable.run, 1 float (µs) | 100,000 floats (µs) | 4 threads (runs/s) |")
-    print("| --- | --: | --: | --: |")
     native, raw = measure("c_api", args.runs)
-    print(native)
-    print(measure("python", args.runs)[0])
+    python = measure("python", args.runs)[0]
+    lines = [
+        "# TensorFlow runners: µs per run of half_plus_two, in-process",
+        "",
+        f"Command: `{shlex.join([sys.executable, *sys.argv])}`  ",
+        *(f"{line}  " for line in machine_description()),
+        "",
+        "| runner | servable.run, 1 float (µs) | 100,000 floats (µs) | 4 threads (runs/s) |",
+        "| --- | --: | --: | --: |",
+        native,
+        python,
+    ]
     if raw is not None:
-        print(f"\n_core.TensorFlowSession.run alone, 1 float: {raw:.1f} µs")
+        lines += ["", f"`_core.TensorFlowSession.run` alone, 1 float: {raw:.1f} µs"]
+    publish("\n".join(lines) + "\n", args.output)
 
 
 if __name__ == "__main__":
