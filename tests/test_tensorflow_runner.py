@@ -190,3 +190,55 @@ def test_the_python_session_when_asked(
         assert "int64" in raised.value.message  # its words differ; the API checks first
     finally:
         servable.unload()
+
+
+def test_the_python_session_when_the_c_api_cannot_load(
+    identities: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastserve.servables import tensorflow
+
+    monkeypatch.delenv(RUNNER_VARIABLE, raising=False)
+    monkeypatch.setattr(tensorflow, "c_api_library", lambda: "/nonexistent/libtensorflow_cc.so.2")
+    with caplog.at_level(logging.INFO, logger="fastserve.servables.tensorflow"):
+        servable = _load(identities)
+    try:
+        assert servable.runner == "python"
+        assert servable.native_session is None
+        assert (
+            "model identities version 1: served by the Python TensorFlow session (cannot load "
+            "TensorFlow's C API from /nonexistent/libtensorflow_cc.so.2: " in caplog.text
+        )
+        out = servable.run(servable.signatures["int64"], {"x": np.arange(3)}, ["y"])
+        np.testing.assert_array_equal(out["y"], [0, 1, 2])
+    finally:
+        servable.unload()
+
+
+def test_many_threads_run_at_once_and_close_ends_them(identities: Path) -> None:
+    import threading
+
+    config = _session_config(LoadOptions()).SerializeToString()
+    opened = _core.TensorFlowSession(c_api_library(), str(identities), ["serve"], config)
+    wrong: list[int] = []
+
+    def work(offset: int) -> None:
+        for i in range(300):
+            values = np.arange(offset + i, offset + i + 64, dtype=np.int64)
+            strings = np.array([str(offset + i).encode()], dtype=object)
+            numbers, texts = opened.run(
+                {"in_int64:0": values, "in_string:0": strings}, ["out_int64:0", "out_string:0"]
+            )
+            if not np.array_equal(numbers, values) or texts.tolist() != strings.tolist():
+                wrong.append(offset + i)
+
+    threads = [threading.Thread(target=work, args=(n * 1000,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
+    opened.close()
+    with pytest.raises(_core.TensorFlowError) as raised:
+        opened.run({"in_int64:0": np.arange(2)}, ["out_int64:0"])
+    assert raised.value.args == (9, "Session has been closed.")
+    opened.close()  # idempotent

@@ -34,44 +34,90 @@ const char* numpy_name(DataType dtype) {
   }
 }
 
-constexpr DataType kFixedTypes[] = {
-    DataType::kFloat,  DataType::kDouble,     DataType::kInt32,  DataType::kUint8,
-    DataType::kInt16,  DataType::kInt8,       DataType::kComplex64, DataType::kInt64,
-    DataType::kBool,   DataType::kUint16,     DataType::kComplex128, DataType::kHalf,
-    DataType::kUint32, DataType::kUint64,     DataType::kBfloat16,
-};
-
 py::object numpy_module() { return py::module_::import("numpy"); }
 
+// ml_dtypes' bfloat16, imported on first use and kept for the process's life (a static
+// py::object would be released after the interpreter is gone).
 py::dtype bfloat16_dtype() {
-  return py::dtype::from_args(py::module_::import("ml_dtypes").attr("bfloat16"));
+  static PyObject* bfloat16 =
+      py::dtype::from_args(py::module_::import("ml_dtypes").attr("bfloat16")).release().ptr();
+  return py::reinterpret_borrow<py::dtype>(bfloat16);
+}
+
+// numpy's type numbers (NPY_TYPES), stable across numpy 1 and 2.
+constexpr int kNpyBool = 0, kNpyInt8 = 1, kNpyUint8 = 2, kNpyInt16 = 3, kNpyUint16 = 4,
+              kNpyInt32 = 5, kNpyUint32 = 6, kNpyInt64 = 9, kNpyUint64 = 10, kNpyFloat = 11,
+              kNpyDouble = 12, kNpyComplex64 = 14, kNpyComplex128 = 15, kNpyHalf = 23;
+
+int numpy_type_number(DataType dtype) {
+  switch (dtype) {
+    case DataType::kFloat: return kNpyFloat;
+    case DataType::kDouble: return kNpyDouble;
+    case DataType::kInt32: return kNpyInt32;
+    case DataType::kUint8: return kNpyUint8;
+    case DataType::kInt16: return kNpyInt16;
+    case DataType::kInt8: return kNpyInt8;
+    case DataType::kComplex64: return kNpyComplex64;
+    case DataType::kInt64: return kNpyInt64;
+    case DataType::kBool: return kNpyBool;
+    case DataType::kUint16: return kNpyUint16;
+    case DataType::kComplex128: return kNpyComplex128;
+    case DataType::kHalf: return kNpyHalf;
+    case DataType::kUint32: return kNpyUint32;
+    case DataType::kUint64: return kNpyUint64;
+    default: return -1;
+  }
 }
 
 py::dtype numpy_dtype(DataType dtype) {
   if (dtype == DataType::kBfloat16) return bfloat16_dtype();
-  const char* name = numpy_name(dtype);
-  if (name == nullptr) {
+  const int number = numpy_type_number(dtype);
+  if (number < 0) {
     throw std::invalid_argument("no numpy type for TensorFlow type " +
                                 std::to_string(static_cast<int>(dtype)));
   }
-  return py::dtype(name);
+  return py::dtype(number);
 }
 
-bool is_bfloat16(const py::dtype& dtype) {
-  // Only arrays that could be bfloat16 (2-byte "V"oid-kind user types) import ml_dtypes.
-  if (dtype.itemsize() != 2 || dtype.kind() != 'V') return false;
-  return dtype.equal(bfloat16_dtype());
-}
-
+// By kind and size (not numpy's C type numbers, where int64 is two of them).
 DataType data_type_of(const py::dtype& dtype) {
   const char kind = dtype.kind();
-  if (kind == 'O' || kind == 'S' || kind == 'U') return DataType::kString;
-  if (is_bfloat16(dtype)) return DataType::kBfloat16;
-  for (DataType candidate : kFixedTypes) {
-    if (candidate == DataType::kBfloat16) continue;
-    if (dtype.equal(py::dtype(numpy_name(candidate)))) return candidate;
+  const py::ssize_t size = dtype.itemsize();
+  switch (kind) {
+    case 'O':
+    case 'S':
+    case 'U':
+      return DataType::kString;
+    case 'b':
+      return size == 1 ? DataType::kBool : DataType::kInvalid;
+    case 'f':
+      return size == 2 ? DataType::kHalf
+             : size == 4 ? DataType::kFloat
+             : size == 8 ? DataType::kDouble
+                         : DataType::kInvalid;
+    case 'c':
+      return size == 8 ? DataType::kComplex64
+             : size == 16 ? DataType::kComplex128
+                          : DataType::kInvalid;
+    case 'i':
+      return size == 1 ? DataType::kInt8
+             : size == 2 ? DataType::kInt16
+             : size == 4 ? DataType::kInt32
+             : size == 8 ? DataType::kInt64
+                         : DataType::kInvalid;
+    case 'u':
+      return size == 1 ? DataType::kUint8
+             : size == 2 ? DataType::kUint16
+             : size == 4 ? DataType::kUint32
+             : size == 8 ? DataType::kUint64
+                         : DataType::kInvalid;
+    case 'V':
+      // Only 2-byte user types could be bfloat16: only they import ml_dtypes.
+      return size == 2 && dtype.equal(bfloat16_dtype()) ? DataType::kBfloat16
+                                                         : DataType::kInvalid;
+    default:
+      return DataType::kInvalid;
   }
-  return DataType::kInvalid;
 }
 
 std::string describe(const py::dtype& dtype) { return py::str(dtype).cast<std::string>(); }
@@ -116,7 +162,12 @@ void copy_strings(const py::array& array, Tensor* tensor) {
 }  // namespace
 
 Tensor tensor_from_numpy(py::handle object, DataType want) {
-  py::array array = py::reinterpret_borrow<py::object>(numpy_module().attr("asarray")(object));
+  py::array array = py::isinstance<py::array>(object)
+                        ? py::reinterpret_borrow<py::array>(object)
+                        : py::array(numpy_module().attr("asarray")(object));
+  if (array.dtype().byteorder() == '>') {  // TensorFlow's buffers are in native (little) order
+    array = array.attr("astype")(array.dtype().attr("newbyteorder")("="));
+  }
   DataType dtype = data_type_of(array.dtype());
   if (dtype == DataType::kInvalid) {
     throw std::invalid_argument("arrays of " + describe(array.dtype()) +
@@ -189,7 +240,7 @@ py::object numpy_from_tensor(const Tensor& tensor) {
   py::capsule base(keeper, [](void* raw) { delete static_cast<std::shared_ptr<const void>*>(raw); });
   py::array result(dtype, shape, {}, tensor.data, base);
   // TensorFlow may share an output's buffer with the graph (a constant) or with an input.
-  result.attr("flags").attr("writeable") = false;
+  py::detail::array_proxy(result.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
   return std::move(result);
 }
 
