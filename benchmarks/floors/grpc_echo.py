@@ -23,13 +23,18 @@ import grpc
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 
+def echo(request: Any) -> Any:
+    """The floors' answer: the request's model_spec, and its inputs as outputs ("x" as "y")."""
+    response = predict_pb2.PredictResponse()
+    response.model_spec.CopyFrom(request.model_spec)
+    for alias, tensor in request.inputs.items():
+        response.outputs["y" if alias == "x" else alias].CopyFrom(tensor)
+    return response
+
+
 class EchoServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Predict(self, request: Any, context: Any) -> Any:
-        response = predict_pb2.PredictResponse()
-        response.model_spec.CopyFrom(request.model_spec)
-        for alias, tensor in request.inputs.items():
-            response.outputs["y" if alias == "x" else alias].CopyFrom(tensor)
-        return response
+        return echo(request)
 
 
 def main() -> int:
