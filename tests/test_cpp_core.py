@@ -13,7 +13,13 @@ PROGRAMS = {
     "servable_table": (("servable_table.cc",), "all servable table checks passed"),
     "batch_queue": (("batch_queue.cc",), "all batch queue checks passed"),
     "grpc_parts": (
-        ("grpc/call.cc", "grpc/worker_pool.cc", "grpc/predict_codec.cc", "tensor/tensor.cc"),
+        (
+            "grpc/call.cc",
+            "grpc/worker_pool.cc",
+            "grpc/predict_codec.cc",
+            "grpc/request_log.cc",
+            "tensor/tensor.cc",
+        ),
         "all grpc parts checks passed",
     ),
 }

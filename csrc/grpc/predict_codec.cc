@@ -63,7 +63,6 @@ std::optional<Tensor> decode_tensor(const wire::TensorProto& proto,
     case DataType::kQint16:
     case DataType::kQuint16:
     case DataType::kQint32:
-    case DataType::kBfloat16:
       return std::nullopt;
     default:
       if (size == 0 && dtype != DataType::kString) return std::nullopt;
@@ -127,6 +126,7 @@ std::optional<Tensor> decode_tensor(const wire::TensorProto& proto,
       if (proto.int_val_size() != count) return std::nullopt;
       return narrowed<std::uint16_t>(dtype, std::move(shape), proto.int_val());
     case DataType::kHalf:
+    case DataType::kBfloat16:  // both travel as their 16 bits in half_val
       if (proto.half_val_size() != count) return std::nullopt;
       return narrowed<std::uint16_t>(dtype, std::move(shape), proto.half_val());
     case DataType::kString: {

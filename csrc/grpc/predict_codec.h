@@ -3,7 +3,7 @@
 // decode() takes the common, well-formed tensors only: a fixed-size or string type, a known
 // shape, and either tensor_content of exactly the right size or typed values with exactly one
 // value per element. Anything else (TensorFlow's fill rules for short value lists, quantized
-// and bfloat16 types, limits, malformed shapes) returns nothing, and the caller hands the
+// types, limits, malformed shapes) returns nothing, and the caller hands the
 // request to the Python path, which words TF Serving's errors; the native path never has to.
 //
 // Threads: pure functions of their arguments; call from any thread, without the GIL.

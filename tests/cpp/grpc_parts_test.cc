@@ -10,6 +10,7 @@
 
 #include "grpc/call.h"
 #include "grpc/predict_codec.h"
+#include "grpc/request_log.h"
 #include "grpc/worker_pool.h"
 
 using fastserve::Call;
@@ -165,9 +166,33 @@ void codec_leaves_the_unusual_to_python() {
   CHECK(!fastserve::decode_tensor(quantized, owner, 1 << 20, 64));
 }
 
+void request_log_keeps_every_record_across_concurrent_drains() {
+  fastserve::RequestLog log;
+  std::atomic<bool> done{false};
+  std::size_t drained = 0;
+  std::thread drainer([&] {
+    while (!done.load()) drained += log.drain().size();
+  });
+  std::vector<std::thread> writers;
+  for (int w = 0; w < 4; ++w) {
+    writers.emplace_back([&log] {
+      for (int i = 0; i < 2000; ++i) {
+        log.add(fastserve::RequestRecord{"model", 0, 1.0, 0.5, "TF1", "peer"});
+      }
+    });
+  }
+  for (auto& writer : writers) writer.join();
+  done.store(true);
+  drainer.join();
+  drained += log.drain().size();
+  CHECK(drained == 8000);
+  CHECK(log.dropped() == 0);
+}
+
 }  // namespace
 
 int main() {
+  request_log_keeps_every_record_across_concurrent_drains();
   call_answers_once_when_finish_and_cancel_race();
   call_deadline();
   worker_pool_runs_every_job_then_stops();
