@@ -102,7 +102,9 @@ void readers_and_writers() {
       });
     }
     std::mt19937 rng(99);
-    for (int i = 0; i < 300; ++i) {
+    // At least 300 writes, and on until the readers have looked up often enough to have met
+    // them (on a loaded machine the readers may not be scheduled during the first writes).
+    for (int i = 0; i < 300 || lookups.load() < 1000; ++i) {
       const std::int64_t v = 1 + static_cast<std::int64_t>(rng() % 3);
       if (!table.add("m", v, make(v))) {
         table.remove("m", v);
