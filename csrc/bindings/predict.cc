@@ -10,6 +10,8 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <chrono>
+#include <functional>
 
 #include "bindings/numpy_tensor.h"
 #include "bindings/python_object.h"
@@ -204,7 +206,19 @@ class NativePredict final : public Handler {
     fetches.reserve(specs.size());
     for (const TensorSpec* output : specs) fetches.push_back(output->name);
     std::vector<Tensor> outputs;
-    const tensorflow::Status status = servable->session->run(feeds, fetches, &outputs);
+    tensorflow::Status status;
+    if (servable->batcher) {
+      std::optional<Clock::time_point> deadline;
+      if (remaining) {
+        deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(*remaining));
+      }
+      status = servable->batcher->run(
+          feeds, fetches, &outputs, deadline,
+          [&call](std::function<void()> abandon) { call.on_cancel(std::move(abandon)); });
+    } else {
+      status = servable->session->run(feeds, fetches, &outputs);
+    }
     if (!status.ok()) {
       call.finish(grpc::Status(static_cast<grpc::StatusCode>(status.code),
                                truncated(status.message)));

@@ -148,3 +148,33 @@ class TensorFlowSession:
     def close(self) -> None: ...
 
 def tensorflow_c_api(library_path: str) -> str: ...
+
+class NativeBatcher:
+    """One version's batching in C++ (csrc/batching/native_batcher.h): its own queues and
+    num_batch_threads batch threads running a TensorFlowSession without the GIL."""
+
+    def __init__(
+        self,
+        session: TensorFlowSession,
+        max_batch_size: int,
+        batch_timeout_micros: int,
+        max_enqueued_batches: int,
+        enable_large_batch_splitting: bool,
+        max_execution_batch_size: int,
+        num_batch_threads: int,
+        allowed_batch_sizes: list[int],
+        pad_variable_length_inputs: bool,
+    ) -> None: ...
+    def run(
+        self,
+        feeds: dict[str, Any],
+        fetches: list[str],
+        timeout_seconds: float = -1.0,
+        on_cancel: Callable[[Callable[[], None]], object] | None = None,
+    ) -> list[Any]: ...
+    def stop(self) -> None: ...
+    def queued_rows(self) -> int: ...
+    def set_recording(self, on: bool) -> None: ...
+    def drain(self) -> tuple[list[int], list[tuple[int, int, list[float]]], int]: ...
+
+def batched_native_servable(servable: NativeServable, batcher: NativeBatcher) -> NativeServable: ...
