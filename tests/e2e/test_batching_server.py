@@ -121,9 +121,7 @@ def test_native_batching_of_concurrent_grpc_and_rest(
     def call(index: int) -> tuple[list[float], int]:
         barrier.wait()
         if index % 2:
-            answer = server.http.post(
-                "/v1/models/rows:predict", json={"instances": [float(index)]}
-            )
+            answer = server.http.post("/v1/models/rows:predict", json={"instances": [float(index)]})
             prediction = answer.json()["predictions"][0]
             return [prediction["y"]], prediction["batch"]
         response = server.prediction.Predict(
