@@ -5,7 +5,8 @@
 // (fastserve.frontends.grpc.PredictionServicer.run_arrays), and the response is encoded in
 // C++. A request the codec does not take whole goes to the Python dispatcher unchanged. So
 // every error a client can see is worded by Python, TF Serving's words: the native path only
-// ever answers successes and the runner's own errors.
+// ever answers successes, the runner's own errors and a batched version's batching errors
+// (csrc/batching/native_batcher.h words them as the Python batching does).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
