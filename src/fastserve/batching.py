@@ -178,6 +178,10 @@ class BatchScheduler:
         return self._core.queued_rows(queue_id)
 
     def stop(self) -> None:
+        with self._lock:
+            native = list(self._native)
+        for batcher in native:  # what they hold still runs; their threads then end
+            batcher.stop()
         self._core.stop()
         for thread in self._threads:
             thread.join(10)
