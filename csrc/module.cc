@@ -15,6 +15,7 @@ namespace py = pybind11;
 namespace fastserve::binding {
 void bind_grpc(py::module_& m);
 void bind_native_servable(py::module_& m);
+void bind_native_batching(py::module_& m);
 }  // namespace fastserve::binding
 using fastserve::Batch;
 using fastserve::BatchOptions;
@@ -77,6 +78,7 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "fastserve's C++ core. Use fastserve.core.table, not this module.";
   fastserve::binding::bind_grpc(m);
   fastserve::binding::bind_native_servable(m);
+  fastserve::binding::bind_native_batching(m);
 
   py::enum_<LookupStatus>(m, "LookupStatus")
       .value("OK", LookupStatus::kOk)

@@ -39,6 +39,8 @@ void bind_native_servable(py::module_& m) {
              return servable;
            }),
            py::arg("signatures"), py::arg("session"), py::arg("runtime"))
+      .def_property_readonly(
+          "batched", [](const NativeServable& servable) { return servable.batcher != nullptr; })
       .def_property_readonly("signature_names", [](const NativeServable& servable) {
         std::vector<std::string> names;
         for (const auto& entry : servable.signatures) names.push_back(entry.first);

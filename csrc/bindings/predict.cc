@@ -5,12 +5,14 @@
 // (fastserve.frontends.grpc.PredictionServicer.run_arrays), and the response is encoded in
 // C++. A request the codec does not take whole goes to the Python dispatcher unchanged. So
 // every error a client can see is worded by Python, TF Serving's words: the native path only
-// ever answers successes and the runner's own errors.
+// ever answers successes, the runner's own errors and a batched version's batching errors
+// (csrc/batching/native_batcher.h words them as the Python batching does).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 
 #include "bindings/numpy_tensor.h"
 #include "bindings/python_object.h"
@@ -212,8 +214,20 @@ class NativePredict final : public Handler {
     fetches.reserve(specs.size());
     for (const TensorSpec* output : specs) fetches.push_back(output->name);
     std::vector<Tensor> outputs;
+    tensorflow::Status status;
     const auto ran = std::chrono::steady_clock::now();
-    const tensorflow::Status status = servable->session->run(feeds, fetches, &outputs);
+    if (servable->batcher) {
+      std::optional<Clock::time_point> deadline;
+      if (remaining) {
+        deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(*remaining));
+      }
+      status = servable->batcher->run(
+          feeds, fetches, &outputs, deadline,
+          [&call](std::function<void()> abandon) { call.on_cancel(std::move(abandon)); });
+    } else {
+      status = servable->session->run(feeds, fetches, &outputs);
+    }
     const double runtime_micros = micros_since(ran);
     auto finish = [&](const grpc::Status& answer, std::string bytes = {}) {
       const int code = static_cast<int>(answer.error_code());

@@ -18,10 +18,9 @@ namespace {
 
 PyObject* tensorflow_error = nullptr;  // _core.TensorFlowError, set by bind_tensorflow
 
-// Raises _core.TensorFlowError(code, message): TensorFlow's status code (gRPC's numbering).
-// A message quoting a client's bytes (an unparseable tf.Example, say) may not be UTF-8: its
-// undecodable bytes become U+FFFD.
-[[noreturn]] void raise(const Status& status) {
+}  // namespace
+
+[[noreturn]] void raise_tensorflow_error(const Status& status) {
   PyObject* message = PyUnicode_DecodeUTF8(status.message.data(),
                                            static_cast<Py_ssize_t>(status.message.size()),
                                            "replace");
@@ -30,6 +29,8 @@ PyObject* tensorflow_error = nullptr;  // _core.TensorFlowError, set by bind_ten
   PyErr_SetObject(tensorflow_error, args.ptr());
   throw py::error_already_set();
 }
+
+namespace {
 
 std::shared_ptr<TensorFlowSession> open_session(const std::string& library_path,
                                                 const std::string& export_dir,
@@ -47,8 +48,8 @@ std::shared_ptr<TensorFlowSession> open_session(const std::string& library_path,
       status = session->load(export_dir, tags, config);
     }
   }
-  if (!error.empty()) raise({tensorflow::kFailedPrecondition, error});
-  if (!status.ok()) raise(status);
+  if (!error.empty()) raise_tensorflow_error({tensorflow::kFailedPrecondition, error});
+  if (!status.ok()) raise_tensorflow_error(status);
   return session;
 }
 
@@ -60,7 +61,7 @@ py::list run(const TensorFlowSession& session, const py::dict& feeds,
     try {
       inputs.emplace_back(name.cast<std::string>(), tensor_from_numpy(value));
     } catch (const std::invalid_argument& error) {
-      raise({tensorflow::kInvalidArgument, name.cast<std::string>() + ": " + error.what()});
+      raise_tensorflow_error({tensorflow::kInvalidArgument, name.cast<std::string>() + ": " + error.what()});
     }
   }
   std::vector<Tensor> outputs;
@@ -69,7 +70,7 @@ py::list run(const TensorFlowSession& session, const py::dict& feeds,
     py::gil_scoped_release released;
     status = session.run(inputs, fetches, &outputs);
   }
-  if (!status.ok()) raise(status);
+  if (!status.ok()) raise_tensorflow_error(status);
   py::list arrays(outputs.size());
   for (std::size_t i = 0; i < outputs.size(); ++i) arrays[i] = numpy_from_tensor(outputs[i]);
   return arrays;

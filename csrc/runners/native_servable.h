@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 
+#include "batching/native_batcher.h"
 #include "runners/tensorflow_session.h"
 #include "tensor/tensor.h"
 
@@ -28,6 +29,8 @@ struct SignatureSpec {
 struct NativeServable {
   std::map<std::string, SignatureSpec> signatures;
   std::shared_ptr<tensorflow::TensorFlowSession> session;
+  // Set when the version is batched: runs go through it (its queues, then `session`).
+  std::shared_ptr<NativeBatcher> batcher;
   std::string runtime;  // the runtime_latency metric's label ("TF1")
 };
 

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -66,13 +66,54 @@ class BatchScheduler:
         self._core = _core.BatchScheduler()
         self._queues: dict[int, _Queue] = {}
         self._lock = threading.Lock()
-        self.metrics: BatchObserver | None = None
+        self._metrics: BatchObserver | None = None
+        # The native batchers of versions batched in C++ (their own queues and threads): their
+        # metrics are recorded in C++ and handed to the observer at scrape time (drain_native).
+        self._native: set[_core.NativeBatcher] = set()
         self._threads = [
             threading.Thread(target=self._serve, name=f"{thread_pool_name}_{index}", daemon=True)
             for index in range(num_batch_threads)
         ]
         for thread in self._threads:
             thread.start()
+
+    @property
+    def metrics(self) -> BatchObserver | None:
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, observer: BatchObserver | None) -> None:
+        with self._lock:
+            self._metrics = observer
+            for batcher in self._native:
+                batcher.set_recording(observer is not None)
+
+    # --- native batchers -----------------------------------------------------------------------
+
+    def add_native(self, batcher: _core.NativeBatcher) -> None:
+        """Reports `batcher`'s batches to this scheduler's observer from now on."""
+        with self._lock:
+            self._native.add(batcher)
+            batcher.set_recording(self._metrics is not None)
+
+    def remove_native(self, batcher: _core.NativeBatcher) -> None:
+        self.drain_native()
+        with self._lock:
+            self._native.discard(batcher)
+
+    def drain_native(self) -> None:
+        """Hands what the native batchers recorded since the last call to the observer (the
+        metrics exporter calls this before each scrape)."""
+        with self._lock:
+            observer, batchers = self._metrics, list(self._native)
+        if observer is None:
+            return
+        for batcher in batchers:
+            task_rows, batches, _dropped = batcher.drain()
+            for rows in task_rows:
+                observer.task_queued(rows)
+            for rows, padded, latencies in batches:
+                observer.batch_run(rows, padded, latencies)
 
     # --- queues --------------------------------------------------------------------------------
 
@@ -137,6 +178,10 @@ class BatchScheduler:
         return self._core.queued_rows(queue_id)
 
     def stop(self) -> None:
+        with self._lock:
+            native = list(self._native)
+        for batcher in native:  # what they hold still runs; their threads then end
+            batcher.stop()
         self._core.stop()
         for thread in self._threads:
             thread.join(10)
@@ -281,7 +326,13 @@ def _shape_key(signature: Signature, inputs: Mapping[str, np.ndarray], pad: bool
 
 class BatchingServable(Servable):
     """A servable whose requests go through batch queues (one per signature, made on first
-    use). Requests that cannot be batched (no inputs, or a scalar input) run on their own."""
+    use). Requests that cannot be batched (no inputs, or a scalar input) run on their own.
+
+    A servable with a native session (a SavedModel on TensorFlow's C API runner) is batched in
+    C++ by its own _core.NativeBatcher (num_batch_threads C++ threads, no GIL): `native` then
+    serves gRPC Predict without Python, and run() (REST, warmup, the Python gRPC step) waits
+    in the same queues with the GIL released. Other servables take the Python batch threads.
+    """
 
     queues_requests = True
 
@@ -294,6 +345,24 @@ class BatchingServable(Servable):
         self._parameters = parameters
         self._queues: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._batcher: _core.NativeBatcher | None = None
+        native = getattr(inner, "native", None)
+        session = getattr(inner, "native_session", None)
+        if native is not None and session is not None:
+            self._batcher = _core.NativeBatcher(
+                session,
+                max_batch_size=parameters.max_batch_size,
+                batch_timeout_micros=parameters.batch_timeout_micros,
+                max_enqueued_batches=parameters.max_enqueued_batches,
+                enable_large_batch_splitting=parameters.enable_large_batch_splitting,
+                max_execution_batch_size=parameters.execution_batch_size,
+                num_batch_threads=parameters.num_batch_threads,
+                allowed_batch_sizes=list(parameters.allowed_batch_sizes),
+                pad_variable_length_inputs=parameters.pad_variable_length_inputs,
+            )
+            # The native Predict path serves this version through the batcher.
+            self.native: Any = _core.batched_native_servable(native, self._batcher)
+            scheduler.add_native(self._batcher)
 
     @property
     def signatures(self) -> Mapping[str, Signature]:
@@ -317,6 +386,8 @@ class BatchingServable(Servable):
         output_names: Sequence[str],
         context: RunContext | None = None,
     ) -> dict[str, np.ndarray]:
+        if self._batcher is not None:
+            return self._run_native(self._batcher, signature, inputs, output_names, context)
         if not inputs or any(array.ndim == 0 for array in inputs.values()):
             return self._inner.run(signature, inputs, output_names, context)
         sizes = {array.shape[0] for array in inputs.values()}
@@ -334,6 +405,30 @@ class BatchingServable(Servable):
             return dict(parts[0])
         return {name: np.concatenate([part[name] for part in parts]) for name in output_names}
 
+    def _run_native(
+        self,
+        batcher: _core.NativeBatcher,
+        signature: Signature,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str],
+        context: RunContext | None,
+    ) -> dict[str, np.ndarray]:
+        from fastserve.servables.tensorflow import _status_from_native
+
+        feeds = {signature.inputs[alias].name: array for alias, array in inputs.items()}
+        fetches = [signature.outputs[name].name for name in output_names]
+        remaining = context.remaining() if context is not None else None
+        try:
+            arrays = batcher.run(
+                feeds,
+                fetches,
+                -1.0 if remaining is None else remaining,
+                context.on_cancel if context is not None else None,
+            )
+        except _core.TensorFlowError as error:
+            raise _status_from_native(error) from None
+        return dict(zip(output_names, arrays, strict=True))
+
     def run_many(
         self,
         runs: Sequence[tuple[Signature, Sequence[str]]],
@@ -342,7 +437,10 @@ class BatchingServable(Servable):
         return self._inner.run_many(runs, inputs)
 
     def queued_rows(self, signature: str) -> int:
-        """Rows waiting in the signature's queue (open or ready batches)."""
+        """Rows waiting in the signature's queue (open or ready batches; for a native batcher,
+        in all its queues)."""
+        if self._batcher is not None:
+            return self._batcher.queued_rows()
         queue_id = self._queues.get(signature)
         return 0 if queue_id is None else self._scheduler.queued_rows(queue_id)
 
@@ -352,6 +450,9 @@ class BatchingServable(Servable):
             queues, self._queues = list(self._queues.values()), {}
         for queue_id in queues:
             self._scheduler.remove_queue(queue_id)
+        if self._batcher is not None:
+            self._scheduler.remove_native(self._batcher)
+            self._batcher.stop()
         self._inner.unload()
 
 

@@ -105,6 +105,7 @@ class _BatchingCollector(Collector):
             registry=None,
         )
         self.counters = _CountersAsTFServing([self._run_count])
+        self.refresh: Callable[[], None] | None = None
 
     def _histogram(self, name: str, documentation: str, labels: list[str] | None = None) -> Any:
         histogram = Histogram(
@@ -124,6 +125,9 @@ class _BatchingCollector(Collector):
         self._run_count.inc()
 
     def collect(self) -> Iterator[Metric]:
+        # Native batchers record in C++; what they recorded since the last scrape comes in now.
+        if self.refresh is not None:
+            self.refresh()
         for histogram in self._histograms:
             yield from histogram.collect()
         yield from self.counters.collect()
@@ -290,6 +294,7 @@ class Metrics:
         if not self.enabled:
             return
         collector = _BatchingCollector()
+        collector.refresh = scheduler.drain_native
         scheduler.metrics = collector
         self.registry.register(collector)
         self._counter_names.add(":tensorflow:serving:batching_session:wrapped_run_count")

@@ -85,6 +85,59 @@ def test_tf_model_batched_under_concurrent_grpc_and_rest(
     assert rest_results == [[0.5 * i + 2] for i in range(64)]
 
 
+def batch_recording_saved_model(export_dir: Path) -> None:
+    """A SavedModel (served by TensorFlow's C API runner, so batched natively) that reports,
+    per row, how many rows the batch it ran in had: y = 2x, batch = rows."""
+
+    class Rows(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            rows = tf.shape(x, out_type=tf.int64)[0]
+            return {"y": 2 * x, "batch": tf.fill(tf.shape(x), rows)}
+
+    module = Rows()
+    tf.saved_model.save(module, str(export_dir), signatures={"serving_default": module.serve})
+
+
+def test_native_batching_of_concurrent_grpc_and_rest(
+    tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    """gRPC Predict (served in C++) and REST (through Python) share the SavedModel's native
+    batch queue: every answer is right and batches of several requests form."""
+    batch_recording_saved_model(tmp_path / "rows" / "1")
+    batching = parameters_file(
+        tmp_path,
+        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 100000 }\n"
+        "max_enqueued_batches { value: 100 }\nnum_batch_threads { value: 2 }\n",
+    )
+    server = start_server(
+        "--model_name=rows",
+        f"--model_base_path={tmp_path / 'rows'}",
+        "--enable_batching",
+        f"--batching_parameters_file={batching}",
+    )
+    barrier = threading.Barrier(16)
+
+    def call(index: int) -> tuple[list[float], int]:
+        barrier.wait()
+        if index % 2:
+            answer = server.http.post("/v1/models/rows:predict", json={"instances": [float(index)]})
+            prediction = answer.json()["predictions"][0]
+            return [prediction["y"]], prediction["batch"]
+        response = server.prediction.Predict(
+            predict_request("rows", {"x": np.array([index, index], np.float32)}), timeout=30
+        )
+        outputs = {k: tf.make_ndarray(v).tolist() for k, v in response.outputs.items()}
+        return outputs["y"], outputs["batch"][0]
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(call, range(16)))
+    for index, (y, _) in enumerate(results):
+        assert y == ([2.0 * index] if index % 2 else [2.0 * index] * 2)
+    # Several requests ran together (a gRPC request alone has 2 rows).
+    assert max(batch for _, batch in results) > 2
+
+
 def test_a_call_without_deadline_is_batched(
     tmp_path: Path, start_server: Callable[..., ServerProcess]
 ) -> None:
