@@ -44,9 +44,11 @@ py::dtype bfloat16_dtype() {
   return py::reinterpret_borrow<py::dtype>(bfloat16);
 }
 
-// numpy's type numbers (NPY_TYPES), stable across numpy 1 and 2.
+// numpy's type numbers (NPY_TYPES), stable across numpy 1 and 2. 64-bit integers are NPY_LONG
+// and NPY_ULONG (Linux is LP64): numpy's own int64 and uint64, which every library (orjson
+// among them) knows; NPY_LONGLONG is a distinct type of the same size that some refuse.
 constexpr int kNpyBool = 0, kNpyInt8 = 1, kNpyUint8 = 2, kNpyInt16 = 3, kNpyUint16 = 4,
-              kNpyInt32 = 5, kNpyUint32 = 6, kNpyInt64 = 9, kNpyUint64 = 10, kNpyFloat = 11,
+              kNpyInt32 = 5, kNpyUint32 = 6, kNpyInt64 = 7, kNpyUint64 = 8, kNpyFloat = 11,
               kNpyDouble = 12, kNpyComplex64 = 14, kNpyComplex128 = 15, kNpyHalf = 23;
 
 int numpy_type_number(DataType dtype) {
