@@ -49,7 +49,7 @@ from pathlib import Path
 
 from common import machine_description, publish
 
-from fastserve.tune.load import PREDICT_PATH, Endpoint, PythonClients
+from fastserve.tune.load import PREDICT_PATH, Endpoint, H2Load, PythonClients
 from fastserve.tune.processes import LOOPBACK, FastserveProcess
 from fastserve.tune.request import predict_body
 from fastserve.tune.search import Candidate
@@ -289,7 +289,7 @@ def measure(
     setting: Setting,
     base_path: Path,
     workdir: Path,
-    clients: PythonClients,
+    clients: PythonClients | H2Load,
     args: argparse.Namespace,
 ) -> Result:
     """A fresh server with `setting`, under the clients' load for a warm-up and a window."""
@@ -299,12 +299,21 @@ def measure(
     try:
         server.wait_ready()
         startup = time.monotonic() - began
-        start, end = clients.start(predict_endpoint(server.grpc_port), args.seconds, args.warmup)
-        time.sleep(max(0.0, start - time.monotonic()))
-        cpu0 = server.cpu_seconds()
-        time.sleep(max(0.0, end - time.monotonic()))
-        cpu1 = server.cpu_seconds()
-        load = clients.result()
+        endpoint = predict_endpoint(server.grpc_port)
+        if isinstance(clients, H2Load):
+            # h2load measures synchronously: the server's CPU is taken over warm-up and window.
+            cpu0, wall0 = server.cpu_seconds(), time.monotonic()
+            load = clients.measure(endpoint, args.seconds, args.warmup)
+            cpu1, wall1 = server.cpu_seconds(), time.monotonic()
+            server_cores = (cpu1 - cpu0) / (wall1 - wall0)
+        else:
+            start, end = clients.start(endpoint, args.seconds, args.warmup)
+            time.sleep(max(0.0, start - time.monotonic()))
+            cpu0 = server.cpu_seconds()
+            time.sleep(max(0.0, end - time.monotonic()))
+            cpu1 = server.cpu_seconds()
+            load = clients.result()
+            server_cores = (cpu1 - cpu0) / load.seconds
     finally:
         server.stop()
     return Result(
@@ -316,7 +325,7 @@ def measure(
         mean=load.mean,
         errors=load.errors,
         client_cpu=load.generator_cores,
-        server_cpu=(cpu1 - cpu0) / load.seconds,
+        server_cpu=server_cores,
         startup=startup,
     )
 
@@ -351,9 +360,16 @@ def report(
         + (f" `--grpc_max_threads={args.grpc_threads}`" if args.grpc_threads > 0 else "")
         + "), batching on with `--enable_batching --batching_parameters_file=FILE` "
         "(max_enqueued_batches 100). "
-        f"Load: {args.clients} concurrent closed-loop gRPC clients (grpc.aio calls of "
-        "PredictionService/Predict with a pre-serialized request, 1 row per Predict) in "
-        f"{args.client_processes} client processes. Per run: a fresh server, "
+        + (
+            f"Load: h2load, {args.clients} closed-loop gRPC requests in flight (a "
+            "pre-serialized PredictRequest, 1 row per Predict); server CPU over warm-up and "
+            "window. "
+            if args.load == "h2load"
+            else f"Load: {args.clients} concurrent closed-loop gRPC clients (grpc.aio calls of "
+            "PredictionService/Predict with a pre-serialized request, 1 row per Predict) in "
+            f"{args.client_processes} client processes. "
+        )
+        + "Per run: a fresh server, "
         f"{args.warmup:g} s warm-up, then a {args.seconds:g} s window; throughput = "
         "requests answered OK in the window / window; latency as the client saw it (its "
         "send to its answer). CPU = CPU seconds "
@@ -516,6 +532,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--clients", type=int, default=64, help="concurrent clients (default: 64)")
     parser.add_argument(
+        "--load",
+        choices=("python", "h2load"),
+        default="python",
+        help="the load generator: Python grpc.aio clients (default), or h2load (closed loop, "
+        "--clients streams in flight; far less CPU per request, so more is left to the server)",
+    )
+    parser.add_argument(
         "--client-processes", type=int, default=2, help="client processes (default: 2)"
     )
     parser.add_argument(
@@ -551,7 +574,11 @@ def main(argv: list[str] | None = None) -> int:
         build_model(base_path / "1")
         sizes = sorted({1, 8, *(s.max_batch_size for s in settings if s.batching)})
         exec_times = execution_times(base_path / "1", sizes, args.exec_seconds)
-        clients = PythonClients(args.clients, args.client_processes)
+        clients: PythonClients | H2Load = (
+            H2Load(args.clients)
+            if args.load == "h2load"
+            else PythonClients(args.clients, args.client_processes)
+        )
         runs: dict[Setting, list[Result]] = {setting: [] for setting in settings}
         try:
             for repeat in range(args.repeats):
@@ -564,7 +591,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     runs[setting].append(result)
         finally:
-            clients.close()
+            if isinstance(clients, PythonClients):
+                clients.close()
     if args.plot is not None and not plot(runs, args.plot):
         args.plot = None
     text = report(runs, exec_times, args, machine, time.perf_counter() - began)
