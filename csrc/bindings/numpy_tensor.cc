@@ -1,5 +1,7 @@
 #include "bindings/numpy_tensor.h"
 
+#include <memory>
+
 #include <pybind11/numpy.h>
 
 #include <cstring>
@@ -238,8 +240,12 @@ py::object numpy_from_tensor(const Tensor& tensor) {
   if (tensor.data == nullptr || tensor.bytes == 0) {
     return numpy_module().attr("zeros")(dims, "dtype"_a = dtype);
   }
-  auto* keeper = new std::shared_ptr<const void>(tensor.owner);
-  py::capsule base(keeper, [](void* raw) { delete static_cast<std::shared_ptr<const void>*>(raw); });
+  // The capsule owns a copy of the tensor's owner until numpy drops the array.
+  auto* keeper = std::make_unique<std::shared_ptr<const void>>(tensor.owner).release();
+  py::capsule base(keeper, [](void* raw) {
+    std::unique_ptr<std::shared_ptr<const void>> owned(
+        static_cast<std::shared_ptr<const void>*>(raw));
+  });
   py::array result(dtype, shape, {}, tensor.data, base);
   // TensorFlow may share an output's buffer with the graph (a constant) or with an input.
   py::detail::array_proxy(result.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;

@@ -92,7 +92,6 @@ class NativePredict final : public Handler {
     if (native_.table != nullptr && run_natively(*call, *request, inputs)) return;
     wire::PredictResponse response;
     grpc::Status status;
-    std::vector<std::pair<std::string, Tensor>> outputs;
     {
       py::gil_scoped_acquire gil;
       try {
@@ -117,11 +116,19 @@ class NativePredict final : public Handler {
           model_spec->mutable_version()->set_value(result[1].cast<std::int64_t>());
           std::string signature = result[2].cast<std::string>();
           if (!signature.empty()) model_spec->set_signature_name(signature);
+          // Encoded while the GIL is held: the outputs are views of Python arrays, and
+          // dropping them here spares a second GIL acquisition per request.
+          auto& fields = *response.mutable_outputs();
           for (py::handle item : result[3]) {
             py::tuple output = py::reinterpret_borrow<py::tuple>(item);
-            outputs.emplace_back(output[0].cast<std::string>(),
-                                 tensor_from_numpy(output[2],
-                                                   static_cast<DataType>(output[1].cast<int>())));
+            const std::string alias = output[0].cast<std::string>();
+            const Tensor tensor =
+                tensor_from_numpy(output[2], static_cast<DataType>(output[1].cast<int>()));
+            if (!encode_tensor(tensor, tensor_content_, &fields[alias])) {
+              status = grpc::Status(grpc::StatusCode::INTERNAL,
+                                    "cannot encode output " + alias + " of its type");
+              break;
+            }
           }
         }
       } catch (py::error_already_set& error) {
@@ -134,14 +141,6 @@ class NativePredict final : public Handler {
     if (!status.ok()) {
       call->finish(status);
       return;
-    }
-    auto& fields = *response.mutable_outputs();
-    for (auto& [alias, tensor] : outputs) {
-      if (!encode_tensor(tensor, tensor_content_, &fields[alias])) {
-        call->finish(grpc::Status(grpc::StatusCode::INTERNAL,
-                                  "cannot encode output " + alias + " of its type"));
-        return;
-      }
     }
     std::string bytes;
     response.SerializeToString(&bytes);

