@@ -586,8 +586,8 @@ def ratio_rows(
     fastserve = [t for t in targets if getattr(t, "kind", "") == "fastserve"]
     peers = [t for t in targets if getattr(t, "kind", "peer") == "peer"]
     for target in fastserve:
-        if target.model == MLP:
-            continue
+        if target.model == MLP or target.batching:
+            continue  # the targets are for batching off (benchmarks/batching.py for on)
         server = target.rest_server or "hypercorn"
         for protocol in target.protocols:
             for floats in target.payloads:
@@ -599,7 +599,9 @@ def ratio_rows(
                 if protocol == "grpc" and target.model == PYTHON_MODEL:
                     comparisons = [(GrpcAioFloor().name, 1.8)]
                 elif protocol == "grpc":
-                    comparisons = [(GrpcAioFloor().name, 3.0), (GrpcppFloor().name, 0.35)]
+                    # At 100,000 floats the issue asks 2x the grpc.aio floor.
+                    goal = 2.0 if floats >= 100_000 else 3.0
+                    comparisons = [(GrpcAioFloor().name, goal), (GrpcppFloor().name, 0.35)]
                 else:
                     comparisons = [(floor_for(run, protocol, server), 0.65)]
                 comparisons += [(peer.name, 2.0) for peer in peers]
@@ -735,7 +737,8 @@ def report(
             "",
             "## The issue's targets, as ratios from this run (throughput at 16 in flight)",
             "",
-            "Issue 11: gRPC Predict >= 3x the grpc.aio floor and >= 0.35x the grpc++ floor "
+            "Issue 11, batching off: gRPC Predict >= 3x the grpc.aio floor (2x at 100,000 "
+            "floats) and >= 0.35x the grpc++ floor "
             "(fastserve's native server echoing in C++), >= 1.8x the grpc.aio floor for the "
             "same model as a Python servable; REST >= 0.65x the Starlette floor on "
             "the same HTTP server; both >= 2x each peer (with --peers). Missed by: how far the "
