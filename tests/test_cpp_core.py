@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from support import cpp
 
 REPO = Path(__file__).resolve().parents[1]
 PROGRAMS = {
@@ -49,36 +50,10 @@ def _native_flags(tmp_path: Path) -> tuple[list[str], list[str]]:
 @pytest.mark.parametrize("program", sorted(PROGRAMS))
 @pytest.mark.parametrize("sanitizer", ["thread", "address,undefined"])
 def test_core_under_sanitizer(tmp_path: Path, sanitizer: str, program: str) -> None:
-    compiler = shutil.which("g++")
-    assert compiler, "g++ is needed to build fastserve's C++ core"
     sources, passed = PROGRAMS[program]
-    binary = tmp_path / program
     extra_sources: list[str] = []
     flags: list[str] = []
     if program in NATIVE:
         extra_sources, flags = _native_flags(tmp_path)
-    built = subprocess.run(
-        [
-            compiler,
-            "-std=c++17",
-            "-O1",
-            "-g",
-            f"-fsanitize={sanitizer}",
-            "-pthread",
-            f"-I{REPO / 'csrc'}",
-            *(str(REPO / "csrc" / source) for source in sources),
-            *extra_sources,
-            str(REPO / "tests" / "cpp" / f"{program}_test.cc"),
-            "-o",
-            str(binary),
-            *flags,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert built.returncode == 0, built.stderr[-4000:]
-    done = subprocess.run([str(binary)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert passed in done.stdout
-    assert "WARNING: ThreadSanitizer" not in done.stderr
+    binary = cpp.build(tmp_path, program, sanitizer, sources, [*extra_sources, *flags])
+    cpp.run(binary, [], passed)

@@ -8,16 +8,12 @@ no suppressions; ThreadSanitizer with tests/cpp/tensorflow_tsan.supp (TensorFlow
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from support import models
+from support import cpp, models
 
-REPO = Path(__file__).resolve().parents[1]
 SOURCES = (
     "batch_queue.cc",
     "batching/native_batcher.cc",
@@ -26,7 +22,6 @@ SOURCES = (
     "servable_table.cc",
     "tensor/tensor.cc",
 )
-SUPPRESSIONS = REPO / "tests" / "cpp"
 
 
 @pytest.fixture(scope="module")
@@ -47,39 +42,11 @@ def saved_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path, s
 def test_native_batcher_under_sanitizer(
     tmp_path: Path, sanitizer: str, saved_models: tuple[str, Path, str, Path]
 ) -> None:
-    compiler = shutil.which("g++")
-    assert compiler, "g++ is needed to build fastserve's C++ core"
     library, export_dir, config, identities = saved_models
-    binary = tmp_path / "native_batcher_test"
-    subprocess.run(
-        [
-            compiler,
-            "-std=c++17",
-            "-O1",
-            "-g",
-            f"-fsanitize={sanitizer}",
-            "-pthread",
-            f"-I{REPO / 'csrc'}",
-            *(str(REPO / "csrc" / source) for source in SOURCES),
-            str(REPO / "tests" / "cpp" / "native_batcher_test.cc"),
-            "-ldl",
-            "-o",
-            str(binary),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    binary = cpp.build(tmp_path, "native_batcher", sanitizer, SOURCES, ["-ldl"])
+    cpp.run(
+        binary,
+        [library, str(export_dir), config, str(identities)],
+        "all native batcher checks passed",
+        cpp.TENSORFLOW_TSAN,
     )
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env["TSAN_OPTIONS"] = f"suppressions={SUPPRESSIONS / 'tensorflow_tsan.supp'}"
-    done = subprocess.run(
-        [str(binary), library, str(export_dir), config, str(identities)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr[-20000:]
-    assert "all native batcher checks passed" in done.stdout
-    assert "WARNING: ThreadSanitizer" not in done.stderr

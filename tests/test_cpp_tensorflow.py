@@ -9,18 +9,13 @@ TensorFlow's internal synchronization); none fired in the runs so far, it is a g
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from support import models
+from support import cpp, models
 
-REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("runners/tensorflow_api.cc", "runners/tensorflow_session.cc", "tensor/tensor.cc")
-SUPPRESSIONS = REPO / "tests" / "cpp"
 
 
 @pytest.fixture(scope="module")
@@ -49,39 +44,11 @@ def saved_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, st
 def test_tensorflow_session_under_sanitizer(
     tmp_path: Path, sanitizer: str, saved_model: tuple[Path, str, str, str, Path]
 ) -> None:
-    compiler = shutil.which("g++")
-    assert compiler, "g++ is needed to build fastserve's C++ core"
     export_dir, library, config, example, identities = saved_model
-    binary = tmp_path / "tensorflow_session_test"
-    subprocess.run(
-        [
-            compiler,
-            "-std=c++17",
-            "-O1",
-            "-g",
-            f"-fsanitize={sanitizer}",
-            "-pthread",
-            f"-I{REPO / 'csrc'}",
-            *(str(REPO / "csrc" / source) for source in SOURCES),
-            str(REPO / "tests" / "cpp" / "tensorflow_session_test.cc"),
-            "-ldl",
-            "-o",
-            str(binary),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    binary = cpp.build(tmp_path, "tensorflow_session", sanitizer, SOURCES, ["-ldl"])
+    cpp.run(
+        binary,
+        [library, str(export_dir), config, example, str(identities)],
+        "all tensorflow session checks passed",
+        cpp.TENSORFLOW_TSAN,
     )
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env["TSAN_OPTIONS"] = f"suppressions={SUPPRESSIONS / 'tensorflow_tsan.supp'}"
-    done = subprocess.run(
-        [str(binary), library, str(export_dir), config, example, str(identities)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr[-20000:]
-    assert "all tensorflow session checks passed" in done.stdout
-    assert "WARNING: ThreadSanitizer" not in done.stderr
