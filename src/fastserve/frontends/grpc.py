@@ -144,6 +144,9 @@ class PredictionServicer(_Servicer):
         try:
             resolved = self._api.resolve(ModelSpec(name, version, label, signature_name))
             try:
+                # Checked before the run, so that a request failing them is not timed as
+                # the model's (runtime_latency).
+                self._api.check_request(resolved, inputs.keys(), output_filter)
                 # Only queued work can be dropped on cancellation: registering costs the
                 # call a GIL acquisition when it ends, so unqueued runs skip it.
                 context = (
