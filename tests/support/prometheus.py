@@ -96,6 +96,10 @@ class Scraper:
                 value = self.query(name, **labels)
             except httpx.TransportError:
                 value = float("nan")  # Prometheus still starting
+            except httpx.HTTPStatusError as error:
+                if error.response.status_code != 503:
+                    raise
+                value = float("nan")  # its query engine not ready yet (or busy): ask again
             if value == expected or time.monotonic() > deadline:
                 return value
             time.sleep(0.25)
