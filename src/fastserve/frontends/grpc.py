@@ -60,6 +60,18 @@ def _model_name(request: Any) -> str:
     return str(tasks[0].model_spec.name) if tasks else ""
 
 
+def _account(
+    api: InferenceAPI, access: bool, method: str, model: str, status: str, peer: str, micros: float
+) -> None:
+    """Counts one answered gRPC call (the inference APIs) and writes its access-log line."""
+    if method in INFERENCE_APIS:
+        api.metrics.request(model, method, "GRPC", status, micros)
+    if access:
+        access_log.info(
+            "grpc %s model=%s status=%s peer=%s took=%.0fus", method, model, status, peer, micros
+        )
+
+
 class _Servicer:
     """What every servicer shares: the API, and whether to log each call."""
 
@@ -173,16 +185,9 @@ class PredictionServicer(_Servicer):
             failure = internal(f"{type(error).__name__}: {error}")
         finally:
             micros = (time.perf_counter() - started) * 1e6
-            status = status_name(failure)
-            self._api.metrics.request(name, "Predict", "GRPC", status, micros)
-            if self._access:
-                access_log.info(
-                    "grpc Predict model=%s status=%s peer=%s took=%.0fus",
-                    name,
-                    status,
-                    call.peer,
-                    micros,
-                )
+            _account(
+                self._api, self._access, "Predict", name, status_name(failure), call.peer, micros
+            )
         return (failure.code.value, truncate(failure.message))
 
     @_guarded
@@ -396,19 +401,8 @@ class Dispatcher:
         started: float,
     ) -> None:
         micros = (time.perf_counter() - started) * 1e6
-        status = status_name(failure)
         model = _model_name(request) if request is not None else ""
-        if method in INFERENCE_APIS:
-            self._api.metrics.request(model, method, "GRPC", status, micros)
-        if self._access:
-            access_log.info(
-                "grpc %s model=%s status=%s peer=%s took=%.0fus",
-                method,
-                model,
-                status,
-                call.peer,
-                micros,
-            )
+        _account(self._api, self._access, method, model, status_name(failure), call.peer, micros)
 
 
 @dataclass(frozen=True)
@@ -506,17 +500,9 @@ class _NativeRequests:
             metrics = self._api.metrics
             for model, code, micros, runtime_micros, runtime, peer in self.log.drain():
                 status = Code(code).name if code else "OK"
-                metrics.request(model, "Predict", "GRPC", status, micros)
+                _account(self._api, self._access, "Predict", model, status, peer, micros)
                 if runtime_micros:
                     metrics.runtime_observed(model, "Predict", runtime, runtime_micros)
-                if self._access:
-                    access_log.info(
-                        "grpc Predict model=%s status=%s peer=%s took=%.0fus",
-                        model,
-                        status,
-                        peer,
-                        micros,
-                    )
 
 
 class NativeGrpcServer:
