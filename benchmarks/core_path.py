@@ -35,12 +35,14 @@ from typing import Any, cast
 import numpy as np
 from common import machine_description, publish
 
-from fastserve.api import InferenceAPI, ModelSpec, check_inputs, run_predict
-from fastserve.batching import BatchingServable, BatchScheduler, _shape_key
-from fastserve.batching_config import BatchingParameters
+from fastserve.api.inference import InferenceAPI
+from fastserve.api.predict import check_inputs, run_predict
 from fastserve.core.table import ServableTable
 from fastserve.dtypes import DType
-from fastserve.servables.base import RunContext, Servable, Signature, TensorInfo
+from fastserve.servables.base import Servable
+from fastserve.servables.batching import BatchingServable, BatchScheduler, _shape_key
+from fastserve.servables.batching_parameters import BatchingParameters
+from fastserve.types import ModelSpec, RunContext, Signature, TensorInfo
 
 TF_SERVING_PER_CORE = 100_000
 

@@ -76,7 +76,7 @@ def check_tfs_grpc(endpoint: Endpoint, want: np.ndarray, output: str = "y") -> N
     """Sends the endpoint's PredictRequest and checks the PredictResponse's `output`."""
     from tensorflow_serving.apis import predict_pb2
 
-    from fastserve.tensors import to_numpy
+    from fastserve.codecs.tensor_proto import to_numpy
 
     response = predict_pb2.PredictResponse.FromString(grpc_call(endpoint))
     if output not in response.outputs:

@@ -16,11 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fastserve.batching import BatchingServable, BatchScheduler
-from fastserve.batching_config import BatchingParameters
 from fastserve.errors import Code, ServingError
-from fastserve.servables.base import LoadOptions, RunContext, Servable
+from fastserve.servables.base import LoadOptions, Servable
+from fastserve.servables.batching import BatchingServable, BatchScheduler
+from fastserve.servables.batching_parameters import BatchingParameters
 from fastserve.servables.python import PythonLoader
+from fastserve.types import RunContext
 from support import models, observed
 
 MODEL = """
@@ -420,7 +421,7 @@ def test_nothing_is_recorded_when_the_servers_metrics_are_off(
     make: Callable[..., BatchingServable],
 ) -> None:
     """A server without metrics gives its scheduler no observer: nothing grows per request."""
-    from fastserve.metrics import Metrics
+    from fastserve.observability.metrics import Metrics
 
     servable = make(threads=1, max_batch_size=8)
     scheduler = servable._scheduler

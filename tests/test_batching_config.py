@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from fastserve.batching_config import BatchingParameters, from_mapping, read_text_proto
-from fastserve.config import ConfigError, load_yaml
+from fastserve.config.batching import from_mapping, read_text_proto
+from fastserve.config.model_server import load_yaml
+from fastserve.errors import ConfigError
+from fastserve.servables.batching_parameters import BatchingParameters
 
 
 def test_tf_serving_defaults() -> None:

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from fastserve.config import ConfigError, ModelConfig, load_text_proto, load_yaml
+from fastserve.config.model_server import load_text_proto, load_yaml
+from fastserve.core.models import ModelConfig
 from fastserve.core.policies import All, Latest, Specific
+from fastserve.errors import ConfigError
 
 SERVER_FIELDS = ("port", "rest_api_port", "file_system_poll_wait_seconds")
 

@@ -19,11 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fastserve import json_tensors as jt
+from fastserve.codecs import rest_json as jt
+from fastserve.codecs.rest_json import Format
 from fastserve.dtypes import DType
 from fastserve.errors import Code, ServingError
-from fastserve.json_tensors import Format
-from fastserve.servables.base import Signature, TensorInfo
+from fastserve.types import Signature, TensorInfo
 
 
 def signature(**inputs: DType) -> Signature:

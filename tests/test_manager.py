@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from fastserve.core.manager import Manager, ManagerOptions
-from fastserve.core.states import State
 from fastserve.core.table import ServableTable
 from fastserve.errors import Code, ServingError
 from fastserve.servables.python import PythonLoader
+from fastserve.types import State
 from support import models
 
 # A model whose load fails while `failures` (a file beside model.py) counts down, blocks while

@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastserve.batching import BatchingLoader, BatchScheduler, ParametersFor
-from fastserve.batching_config import BatchingParameters
+from fastserve.config.batching import ParametersFor
 from fastserve.errors import Code, ServingError
-from fastserve.servables.base import LoadOptions, RunContext
+from fastserve.servables.base import LoadOptions
+from fastserve.servables.batching import BatchingLoader, BatchScheduler
+from fastserve.servables.batching_parameters import BatchingParameters
 from fastserve.servables.tensorflow import TensorFlowLoader, native_runner_problem
+from fastserve.types import RunContext
 from support import models
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fastserve.core.policies import Action, All, Latest, Specific, VersionView, next_action
-from fastserve.core.states import State
+from fastserve.types import State
 
 
 def test_latest_picks_the_highest_versions() -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from fastserve.config import ConfigError
-from fastserve.config_protos import message
-from fastserve.tls import SSLConfig, read_ssl_config, server_context
+from fastserve.config.protos import message
+from fastserve.config.ssl import SSLConfig, read_ssl_config, server_context
+from fastserve.errors import ConfigError
 from support.certificates import Certificates, make_certificates, quoted, ssl_config_text
 
 

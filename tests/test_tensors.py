@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework.tensor_pb2 import TensorProto
 
-from fastserve import tensors
+from fastserve.codecs import tensor_proto as tensors
 from fastserve.dtypes import DType
 from fastserve.errors import Code, ServingError
 

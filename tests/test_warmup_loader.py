@@ -10,17 +10,11 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
+from fastserve.api.warmup import WarmupLoader, requests_file
 from fastserve.dtypes import DType
 from fastserve.errors import Code, ServingError
-from fastserve.servables.base import (
-    Loader,
-    LoadOptions,
-    RunContext,
-    Servable,
-    Signature,
-    TensorInfo,
-)
-from fastserve.warmup import WarmupLoader, requests_file
+from fastserve.servables.base import Loader, LoadOptions, Servable
+from fastserve.types import RunContext, Signature, TensorInfo
 
 FLOATS = TensorInfo("x:0", DType.DT_FLOAT, (-1,))
 DEFAULT = Signature("serving_default", {"x": FLOATS}, {"y": FLOATS})

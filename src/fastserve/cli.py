@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from importlib import metadata
 from typing import Any, NoReturn
 
-from fastserve import __version__
+from fastserve import __version__, options
 
 
 def _boolean(text: str) -> bool:
@@ -38,95 +35,106 @@ class Flag:
 
     name: str
     kind: Callable[[str], Any]
-    default: Any
+    default: Any  # OPTION: the server setting of the same name's default (fastserve.options)
     help: str
     yaml: bool = True
 
+    def __post_init__(self) -> None:
+        if self.default is OPTION:
+            value = options.default(self.name)
+            # A list-valued setting is given as one comma-separated flag.
+            flag_value = ",".join(value) if isinstance(value, tuple) else value
+            object.__setattr__(self, "default", flag_value)
 
-# TF Serving's flags that fastserve serves, with TF Serving's defaults.
+
+OPTION: Any = object()
+
+
+# TF Serving's flags that fastserve serves, with TF Serving's defaults (most of them those of
+# the server setting of the same name).
 FLAGS: tuple[Flag, ...] = (
-    Flag("port", int, 8500, "TCP port for the gRPC API."),
-    Flag("rest_api_port", int, 0, "TCP port for the REST API; 0 turns REST off."),
-    Flag("grpc_socket_path", str, "", "Also serve gRPC on this UNIX socket."),
-    Flag("rest_api_timeout_in_ms", int, 30_000, "Deadline of a REST request (504 after it)."),
+    Flag("port", int, OPTION, "TCP port for the gRPC API."),
+    Flag("rest_api_port", int, OPTION, "TCP port for the REST API; 0 turns REST off."),
+    Flag("grpc_socket_path", str, OPTION, "Also serve gRPC on this UNIX socket."),
+    Flag("rest_api_timeout_in_ms", int, OPTION, "Deadline of a REST request (504 after it)."),
     Flag(
         "rest_api_enable_cors_support",
         _boolean,
-        False,
+        OPTION,
         "Add CORS headers to REST responses and answer preflight requests.",
     ),
     Flag(
         "grpc_channel_arguments",
         str,
-        "",
+        OPTION,
         "gRPC server arguments as k=v,k=v (integers passed as integers).",
     ),
     Flag(
         "rest_server",
         _rest_server,
-        "",
+        OPTION,
         "HTTP server of the REST API: uvicorn (HTTP/1.1, the fastest) or hypercorn (also "
         "HTTP/2). Default: uvicorn, or hypercorn with --ssl_config_file.",
     ),
-    Flag("rest_api_num_threads", int, 0, "Threads running REST requests (0: 4 per CPU)."),
+    Flag("rest_api_num_threads", int, OPTION, "Threads running REST requests (0: 4 per CPU)."),
     Flag(
         "rest_inline_micros",
         int,
-        500,
+        OPTION,
         "REST requests of a model whose recent runs computed for less than this run on the "
         "event loop, not a worker thread; 0 turns it off.",
     ),
-    Flag("grpc_max_threads", int, 0, "Threads running gRPC requests (0: 4 per CPU)."),
+    Flag("grpc_max_threads", int, OPTION, "Threads running gRPC requests (0: 4 per CPU)."),
     Flag("model_name", str, "default", "Name of the model served from --model_base_path.", False),
     Flag("model_base_path", str, "", "Folder of the model's numbered version folders.", False),
-    Flag("model_config_file", str, "", "TF Serving ModelServerConfig text proto.", False),
+    Flag("model_config_file", str, OPTION, "TF Serving ModelServerConfig text proto.", False),
     Flag(
         "model_config_file_poll_wait_seconds",
         int,
-        0,
+        OPTION,
         "Seconds between re-reads of --model_config_file; 0 reads it once.",
         False,
     ),
     Flag(
         "file_system_poll_wait_seconds",
         int,
-        1,
+        OPTION,
         "Seconds between polls for new versions; 0 polls once, negative never.",
     ),
-    Flag("num_load_threads", int, 0, "Threads loading versions (0: one)."),
-    Flag("num_unload_threads", int, 0, "Threads unloading versions (0: one)."),
-    Flag("max_num_load_retries", int, 5, "Retries of a failed load before giving up."),
-    Flag("load_retry_interval_micros", int, 60_000_000, "Microseconds between load retries."),
+    Flag("num_load_threads", int, OPTION, "Threads loading versions (0: one)."),
+    Flag("num_unload_threads", int, OPTION, "Threads unloading versions (0: one)."),
+    Flag("max_num_load_retries", int, OPTION, "Retries of a failed load before giving up."),
+    Flag("load_retry_interval_micros", int, OPTION, "Microseconds between load retries."),
     Flag(
         "allow_version_labels_for_unavailable_models",
         _boolean,
-        False,
+        OPTION,
         "Allow labels to name versions that are not available.",
     ),
     Flag(
         "enable_serialization_as_tensor_content",
         _boolean,
-        False,
+        OPTION,
         "Write gRPC Predict outputs as tensor_content instead of typed value fields.",
     ),
-    Flag("saved_model_tags", str, "serve", "Comma-separated tags of the meta graph to load."),
-    Flag("enable_batching", _boolean, False, "Batch requests (see --batching_parameters_file)."),
+    Flag("saved_model_tags", str, OPTION, "Comma-separated tags of the meta graph to load."),
+    Flag("enable_batching", _boolean, OPTION, "Batch requests (see --batching_parameters_file)."),
     Flag(
         "batching_parameters_file",
         str,
-        "",
+        OPTION,
         "TF Serving BatchingParameters text proto (with --enable_batching).",
     ),
     Flag(
         "enable_per_model_batching_parameters",
         _boolean,
-        False,
+        OPTION,
         "Read batching_params.pbtxt from each version folder (with --enable_batching).",
     ),
     Flag(
         "enable_signature_method_name_check",
         _boolean,
-        False,
+        OPTION,
         "Check SignatureDef method names for predict, classify and regress.",
     ),
     Flag(
@@ -135,59 +143,61 @@ FLAGS: tuple[Flag, ...] = (
         0,
         "Threads for a TensorFlow session (sets both intra- and inter-op when non-zero).",
     ),
-    Flag("tensorflow_intra_op_parallelism", int, 0, "Threads parallelising one TF op (0: auto)."),
+    Flag(
+        "tensorflow_intra_op_parallelism", int, OPTION, "Threads parallelising one TF op (0: auto)."
+    ),
     Flag(
         "tensorflow_inter_op_parallelism",
         int,
-        0,
+        OPTION,
         "Threads running TF ops concurrently (0: auto, which runs on the request's thread).",
     ),
     Flag(
         "monitoring_config_file",
         str,
-        "",
+        OPTION,
         "TF Serving MonitoringConfig text proto; its prometheus_config serves metrics on the "
         "REST port.",
     ),
     Flag(
         "enable_grpc_healthcheck_service",
         _boolean,
-        False,
+        OPTION,
         "Serve grpc.health.v1.Health on the gRPC port.",
     ),
     Flag(
         "enable_profiler",
         _boolean,
-        True,
+        OPTION,
         "Serve TensorFlow's profiler service (tensorflow.ProfilerService) on the gRPC port, "
         "for TensorBoard's profile capture and tf.profiler.experimental.client.trace.",
     ),
     Flag(
         "max_request_bytes",
         int,
-        2**31 - 1,
+        OPTION,
         "Largest request: REST bodies (413 past it), gRPC messages (RESOURCE_EXHAUSTED) and "
         "any decoded tensor.",
     ),
-    Flag("access_log", _boolean, False, "Log one line per request (gRPC and REST)."),
+    Flag("access_log", _boolean, OPTION, "Log one line per request (gRPC and REST)."),
     Flag("log_level", str, "INFO", "DEBUG, INFO, WARNING or ERROR."),
     Flag("log_format", str, "text", "text, or json: one JSON object per line."),
     Flag(
         "ssl_config_file",
         str,
-        "",
+        OPTION,
         "TF Serving SSLConfig text proto: gRPC and REST serve TLS (mTLS with client_verify).",
     ),
     Flag(
         "enable_model_warmup",
         _boolean,
-        True,
+        OPTION,
         "Replay assets.extra/tf_serving_warmup_requests of each version before it serves.",
     ),
     Flag(
         "num_request_iterations_for_warmup",
         int,
-        0,
+        OPTION,
         "Times each warmup request is replayed; used only if > 0 (else once).",
     ),
     Flag(
@@ -350,14 +360,10 @@ class UsageError(Exception):
     pass
 
 
-class _Interrupted(BaseException):
-    """SIGTERM or SIGINT arrived while the server was starting."""
-
-
 def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     """Flag values (command line over the YAML's server: section over defaults) and models."""
-    from fastserve import config as config_module
-    from fastserve import logs
+    from fastserve.config import model_server as config_module
+    from fastserve.observability import logs
 
     for name, (_, default) in DEFAULT_ONLY.items():
         value = getattr(args, name)
@@ -388,8 +394,8 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     else:
         raise UsageError(NO_MODELS)
     settings: dict[str, Any] = {flag.name: flag.default for flag in FLAGS}
-    settings["host"] = "0.0.0.0"
-    settings["shutdown_grace_seconds"] = 30.0
+    settings["host"] = options.default("host")
+    settings["shutdown_grace_seconds"] = options.default("shutdown_grace_seconds")
     kinds = {flag.name: flag.kind for flag in FLAGS}
     for name, value in server.items():
         kind = kinds.get(name)
@@ -416,7 +422,7 @@ def _settings(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
 
 
 def _options(settings: dict[str, Any], models: Any) -> Any:
-    from fastserve.server import ServerOptions
+    from fastserve.options import ServerOptions
 
     intra = settings["tensorflow_intra_op_parallelism"]
     inter = settings["tensorflow_inter_op_parallelism"]
@@ -459,11 +465,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (args.config or args.model_config_file or args.model_base_path):
         print(f"fastserve: {NO_MODELS}", file=sys.stderr)
         return 2
-    from fastserve import logs
+    from fastserve.observability import logs
 
     logs.quiet_tensorflow(debug=str(args.log_level or "").upper() == "DEBUG")
-    from fastserve.config import ConfigError
-    from fastserve.server import Server, StartupError
+    from fastserve.errors import ConfigError
+    from fastserve.run import run
 
     try:
         settings, models = _settings(args)
@@ -474,63 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not models:
         print("fastserve: the config lists no models", file=sys.stderr)
         return 2
-    stopping = threading.Event()
-    started = threading.Event()
-
-    def request_stop(signum: int, _frame: Any) -> None:
-        logging.getLogger("fastserve").info(
-            "received %s; shutting down", signal.Signals(signum).name
-        )
-        stopping.set()
-        if not started.is_set():
-            raise _Interrupted  # abandon start-up; main() unloads what was loaded
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    try:
-        server = Server(_options(settings, models))
-    except StartupError as error:
-        print(f"fastserve: failed to start:\n{error}", file=sys.stderr)
-        return 1
-    try:
-        server.start()
-        started.set()
-    except StartupError as error:
-        print(f"fastserve: failed to start:\n{error}", file=sys.stderr)
-        return 1
-    except _Interrupted:
-        server.stop()
-        return 0
-    logging.getLogger("fastserve").info("fastserve is ready")
-    while not stopping.wait(3600):
-        pass
-    logger = logging.getLogger("fastserve")
-    # Whatever happens in shutdown (a library thread that never ends would keep the
-    # interpreter from exiting), the process is gone shortly after the grace.
-    outcome = [1]
-    watchdog = threading.Timer(
-        settings["shutdown_grace_seconds"] + 15.0, _force_exit, args=(outcome, logger)
-    )
-    watchdog.daemon = True
-    watchdog.start()
-    finished = server.stop()
-    code = outcome[0] = 1 if server.failed else 0
-    if finished:
-        logger.info("fastserve stopped")
-        return code
-    # Work still running past the grace (a model stuck in its computation) must not keep
-    # the process alive: leave now, without waiting for those threads.
-    logger.warning(
-        "shutdown grace of %ss ran out; exiting anyway", settings["shutdown_grace_seconds"]
-    )
-    logging.shutdown()
-    os._exit(code)
-
-
-def _force_exit(outcome: list[int], logger: logging.Logger) -> None:
-    logger.warning("the process did not exit after shutdown; exiting now")
-    logging.shutdown()
-    os._exit(outcome[0])
+    return run(_options(settings, models))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import enum
 # TF Serving cuts long error messages to this many characters and appends a marker.
 MAX_MESSAGE_LENGTH = 1024
 TRUNCATION_MARKER = "...TRUNCATED"
+# --max_request_bytes' default: the largest message gRPC itself can carry.
+DEFAULT_MAX_REQUEST_BYTES = 2**31 - 1
 
 
 class Code(enum.IntEnum):
@@ -80,6 +82,14 @@ class ServingError(Exception):
         return f"ServingError({self.code.name}, {self.message!r})"
 
 
+def from_exception(error: BaseException, code: Code = Code.INTERNAL) -> ServingError:
+    """`error` as a ServingError: itself when it is one, else `code` with the exception's type
+    and message. Whatever a servable or a bug of ours raises, one request fails, worded so."""
+    if isinstance(error, ServingError):
+        return error
+    return ServingError(code, f"{type(error).__name__}: {error}")
+
+
 def invalid_argument(message: str) -> ServingError:
     return ServingError(Code.INVALID_ARGUMENT, message)
 
@@ -98,3 +108,7 @@ def internal(message: str) -> ServingError:
 
 def unimplemented(message: str) -> ServingError:
     return ServingError(Code.UNIMPLEMENTED, message)
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the file, line and field."""

@@ -6,18 +6,20 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-from fastserve.api import InferenceAPI
-from fastserve.batching import BatchingLoader, BatchScheduler, ParametersFor
-from fastserve.batching_config import BatchingParameters, read_text_proto
-from fastserve.config import ConfigError, ModelConfig
+from fastserve.api.examples import Tasks
+from fastserve.api.inference import InferenceAPI
+from fastserve.api.warmup import WarmupLoader
+from fastserve.config.batching import common_parameters, parameters_for
+from fastserve.config.model_server import models_from_proto
+from fastserve.config.monitoring import prometheus_path
+from fastserve.config.ssl import read_ssl_config, server_context
+from fastserve.config.watcher import ConfigFileWatcher
 from fastserve.core.manager import Manager, ManagerOptions
-from fastserve.core.models import ModelFailures, Models, default_loader
-from fastserve.core.states import State
+from fastserve.core.models import ModelConfig, ModelFailures, Models, default_loader
 from fastserve.core.table import ServableTable
-from fastserve.errors import ServingError
+from fastserve.errors import ConfigError, ServingError
 from fastserve.frontends.http_server import (
     HttpServerOptions,
     HttpServerThread,
@@ -26,61 +28,19 @@ from fastserve.frontends.http_server import (
     describe_server,
 )
 from fastserve.frontends.profiler import ProfilerService
-from fastserve.health import Health
-from fastserve.metrics import Metrics, prometheus_path
-from fastserve.reload import ConfigFileWatcher
+from fastserve.observability.health import Health
+from fastserve.observability.metrics import Metrics
+from fastserve.options import ServerOptions
 from fastserve.servables.base import Loader, LoadOptions
-from fastserve.tasks import Tasks
-from fastserve.tensors import DEFAULT_MAX_REQUEST_BYTES
-from fastserve.tls import SSLConfig, read_ssl_config, server_context
-from fastserve.warmup import WarmupLoader
+from fastserve.servables.batching import BatchingLoader, BatchScheduler
+from fastserve.servables.batching_parameters import BatchingParameters
+from fastserve.types import SSLConfig, State
 
 log = logging.getLogger("fastserve.server")
 
 
 class StartupError(Exception):
     """The server cannot start; the message says why, one problem per line."""
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    host: str = "0.0.0.0"
-    port: int = 8500
-    rest_api_port: int = 0
-    rest_api_num_threads: int = 0
-    grpc_max_threads: int = 0
-    file_system_poll_wait_seconds: float = 1
-    num_load_threads: int = 0
-    num_unload_threads: int = 0
-    max_num_load_retries: int = 5
-    load_retry_interval_micros: int = 60_000_000
-    allow_version_labels_for_unavailable_models: bool = False
-    enable_serialization_as_tensor_content: bool = False
-    saved_model_tags: tuple[str, ...] = ("serve",)
-    tensorflow_intra_op_parallelism: int = 0
-    tensorflow_inter_op_parallelism: int = 0
-    shutdown_grace_seconds: float = 30.0
-    model_config_file: str = ""
-    grpc_socket_path: str = ""
-    rest_api_enable_cors_support: bool = False
-    enable_signature_method_name_check: bool = False
-    enable_batching: bool = False
-    batching_parameters_file: str = ""
-    enable_per_model_batching_parameters: bool = False
-    rest_api_timeout_in_ms: int = 30_000
-    grpc_channel_arguments: str = ""
-    model_config_file_poll_wait_seconds: float = 0
-    monitoring_config_file: str = ""
-    enable_grpc_healthcheck_service: bool = False
-    enable_profiler: bool = True
-    access_log: bool = False
-    rest_server: str = ""  # "hypercorn" or "uvicorn"; "": uvicorn, or hypercorn with TLS
-    rest_inline_micros: int = 500
-    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    ssl_config_file: str = ""
-    enable_model_warmup: bool = True
-    num_request_iterations_for_warmup: int = 0
-    models: tuple[ModelConfig, ...] = field(default_factory=tuple)
 
 
 def _default_threads(value: int) -> int:
@@ -246,6 +206,7 @@ class Server:
                     health=self.health if options.enable_grpc_healthcheck_service else None,
                     ssl_config=self.ssl_config,
                     profiler=self.profiler,
+                    read_models=lambda proto: models_from_proto(proto, ""),
                 ),
             )
             self.grpc_port = self._grpc_server.start()
@@ -349,53 +310,30 @@ def _client_certificates(config: SSLConfig) -> str:
 
 
 class BatchingSetup:
-    """The batch threads and each model's batching parameters (None: the model is not
-    batched). Models are batched with --enable_batching, or when their YAML config has a
-    `batching:` section."""
+    """The batch threads, and each model's loader wrapped in batching when its config says so
+    (config.batching decides which models are batched and with what parameters)."""
 
     def __init__(self, options: ServerOptions) -> None:
-        self._options = options
-        self.common: BatchingParameters | None = None
+        self._per_model_files = options.enable_per_model_batching_parameters
         self.scheduler: BatchScheduler | None = None
-        if options.batching_parameters_file and not options.enable_batching:
-            raise StartupError(
-                "server_options.batching_parameters_file is set without setting "
-                "server_options.enable_batching to true."
-            )
-        if options.enable_per_model_batching_parameters and not options.enable_batching:
-            raise StartupError(
-                "--enable_per_model_batching_parameters applies only with --enable_batching"
-            )
         try:
-            if options.batching_parameters_file:
-                self.common = (
-                    BatchingParameters()
-                    .merged(read_text_proto(options.batching_parameters_file))
-                    .checked()
-                )
-            elif options.enable_batching:
-                self.common = BatchingParameters(
-                    thread_pool_name="model_server_batch_threads"
-                ).checked()
+            self.common = common_parameters(
+                options.enable_batching,
+                options.batching_parameters_file,
+                options.enable_per_model_batching_parameters,
+            )
             if self.common is not None or any(m.batching for m in options.models):
-                common = self.common or BatchingParameters()
-                self.scheduler = BatchScheduler(common.num_batch_threads, common.thread_pool_name)
-        except (ConfigError, ValueError) as error:
+                threads = self.common or BatchingParameters()
+                self.scheduler = BatchScheduler(threads.num_batch_threads, threads.thread_pool_name)
+        except ConfigError as error:
             raise StartupError(str(error)) from None
 
     def loader(self, model: ModelConfig) -> Loader:
         inner = default_loader(model)
         if self.scheduler is None:
             return inner
-        if self._options.enable_per_model_batching_parameters:
-            parameters = ParametersFor(self.common, per_model_files=True)
-        elif model.batching is not None:
-            parameters = ParametersFor(
-                self.common or BatchingParameters(), overrides=model.batching
-            )
-        elif self.common is not None:
-            parameters = ParametersFor(self.common)
-        else:
+        parameters = parameters_for(model.batching, self.common, self._per_model_files)
+        if parameters is None:
             return inner
         return BatchingLoader(inner, self.scheduler, parameters)
 

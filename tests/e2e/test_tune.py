@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fastserve.batching_config import read_text_proto
+from fastserve.config.batching import read_text_proto
 from fastserve.tune import Candidate, Point, Space, better, parse_input, search
 from support import models
 from support.server import FASTSERVE, ServerProcess

@@ -21,10 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from fastserve.core.policies import Action, VersionView, next_action
-from fastserve.core.states import State, VersionStatus
 from fastserve.core.table import ServableTable
-from fastserve.errors import Code, ServingError, internal, not_found
+from fastserve.errors import Code, ServingError, from_exception, not_found
 from fastserve.servables.base import Loader, LoadOptions, Servable
+from fastserve.types import State, VersionStatus
 
 log = logging.getLogger("fastserve.manager")
 
@@ -59,9 +59,7 @@ LoadAttemptListener = Callable[[str, bool, float], None]
 
 
 def _as_serving_error(error: BaseException) -> ServingError:
-    if isinstance(error, ServingError):
-        return error
-    return ServingError(Code.UNKNOWN, f"{type(error).__name__}: {error}")
+    return from_exception(error, Code.UNKNOWN)
 
 
 class Manager:
@@ -325,7 +323,7 @@ class Manager:
     def _end_after_failure(self, model: str, record: _Version, error: BaseException) -> None:
         with self._lock:
             if record.state is not State.END:
-                self._report(model, record, State.END, internal(f"{type(error).__name__}: {error}"))
+                self._report(model, record, State.END, from_exception(error))
             self._manage(model)
 
     def _try_load(self, model: str, record: _Version) -> None:

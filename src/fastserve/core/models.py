@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from fastserve.config import ModelConfig
 from fastserve.core.manager import Manager
+from fastserve.core.policies import Latest, VersionPolicy
 from fastserve.core.sources import FileSystemSource, ModelSource, SourcePoller
 from fastserve.core.table import ServableTable
 from fastserve.errors import Code, ServingError, failed_precondition, invalid_argument
@@ -22,6 +24,17 @@ from fastserve.servables import loader_for
 from fastserve.servables.base import Loader
 
 log = logging.getLogger("fastserve.models")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    base_path: str
+    model_platform: str = "tensorflow"
+    version_policy: VersionPolicy = field(default_factory=Latest)
+    version_labels: Mapping[str, int] = field(default_factory=dict)
+    # fastserve's YAML only: batching parameters of this model (it is then batched).
+    batching: Mapping[str, Any] | None = None
 
 
 def default_loader(model: ModelConfig) -> Loader:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from fastserve.core.states import State
+from fastserve.types import State
 
 
 class VersionPolicy(Protocol):

@@ -27,20 +27,30 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from fastserve import protos, tensors, tf_examples
 from fastserve._core import GrpcCall, GrpcServer, RequestLog
-from fastserve.api import InferenceAPI, ModelSpec
-from fastserve.config import ConfigError, models_from_proto
+from fastserve.api.examples import Classifications, Regressions, Served, Tasks
+from fastserve.api.inference import InferenceAPI
+from fastserve.codecs import protos
+from fastserve.codecs import tensor_proto as tensors
+from fastserve.codecs import tf_example as tf_examples
+from fastserve.core.models import ModelConfig
 from fastserve.dtypes import NUMPY_MAX_RANK, DType, from_numpy
-from fastserve.errors import Code, ServingError, internal, invalid_argument, truncate
+from fastserve.errors import (
+    Code,
+    ConfigError,
+    ServingError,
+    from_exception,
+    internal,
+    invalid_argument,
+    truncate,
+    unimplemented,
+)
 from fastserve.frontends.profiler import METHODS as PROFILER_METHODS
 from fastserve.frontends.profiler import SERVICE as PROFILER_SERVICE
 from fastserve.frontends.profiler import ProfilerService
-from fastserve.health import Health
-from fastserve.metrics import INFERENCE_APIS, status_name
-from fastserve.servables.base import RunContext
-from fastserve.tasks import Classifications, Regressions, Served, Tasks
-from fastserve.tls import SSLConfig
+from fastserve.observability.health import Health
+from fastserve.observability.metrics import INFERENCE_APIS, status_name
+from fastserve.types import ModelSpec, RunContext, SSLConfig
 
 log = logging.getLogger("fastserve.grpc")
 access_log = logging.getLogger("fastserve.access")
@@ -113,8 +123,7 @@ class PredictionServicer(_Servicer):
     ) -> predict_pb2.PredictResponse:
         if not request.HasField("model_spec"):
             raise invalid_argument("Missing ModelSpec")
-        resolved = self._api.resolve(protos.model_spec_from_proto(request.model_spec))
-        try:
+        with self._api.resolve(protos.model_spec_from_proto(request.model_spec)) as resolved:
             self._api.check_request(resolved, request.inputs.keys(), request.output_filter)
             inputs = {
                 alias: tensors.to_numpy(proto, alias, self._max_tensor_bytes)
@@ -135,8 +144,6 @@ class PredictionServicer(_Servicer):
                     response.outputs[name], array, dtype, as_content=self._tensor_content
                 )
             return response
-        finally:
-            resolved.release()
 
     def run_arrays(
         self,
@@ -182,7 +189,7 @@ class PredictionServicer(_Servicer):
             failure = error
         except BaseException as error:  # a bug of ours: report it, keep serving
             log.exception("Predict failed")
-            failure = internal(f"{type(error).__name__}: {error}")
+            failure = from_exception(error)
         finally:
             micros = (time.perf_counter() - started) * 1e6
             _account(
@@ -286,6 +293,12 @@ def _fill_regressions(proto: Any, result: Regressions) -> None:
 
 
 class ModelServicer(_Servicer):
+    def __init__(
+        self, api: InferenceAPI, access: bool, read_models: Callable[[Any], list[ModelConfig]]
+    ) -> None:
+        super().__init__(api, access)
+        self._read_models = read_models
+
     @_guarded
     def GetModelStatus(
         self, request: get_model_status_pb2.GetModelStatusRequest, context: GrpcCall
@@ -306,7 +319,7 @@ class ModelServicer(_Servicer):
                 "ModelConfigList is currently supported"
             )
         try:
-            models = models_from_proto(request.config, "")
+            models = self._read_models(request.config)
         except ConfigError as error:
             raise invalid_argument(str(error)) from None
         self._api.reload_config(models)
@@ -387,7 +400,7 @@ class Dispatcher:
             failure = error
         except BaseException as error:  # a bug of ours: report it, keep serving
             log.exception("%s failed", method.name)
-            failure = internal(f"{type(error).__name__}: {error}")
+            failure = from_exception(error)
         finally:
             self._report(method.name, request, call, failure, started)
         return (failure.code.value, truncate(failure.message), b"")
@@ -421,6 +434,13 @@ class GrpcOptions:
     ssl_config: SSLConfig | None = None
     # --enable_profiler: serve tensorflow.ProfilerService with this.
     profiler: ProfilerService | None = None
+    # HandleReloadConfigRequest's ModelConfigList, read into plain values (ConfigError when it
+    # cannot be served); the config reader is the server's to choose.
+    read_models: Callable[[Any], list[ModelConfig]] = lambda _: _no_reload()
+
+
+def _no_reload() -> list[ModelConfig]:
+    raise unimplemented("HandleReloadConfigRequest is not served by this server")
 
 
 # The services whose health is reported besides "" (the whole server) and each model's name.
@@ -576,7 +596,7 @@ def create_server(api: InferenceAPI, tasks: Tasks, options: GrpcOptions) -> Nati
         ),
         **_methods(
             "tensorflow.serving.ModelService",
-            ModelServicer(api, access),
+            ModelServicer(api, access, options.read_models),
             {
                 "GetModelStatus": get_model_status_pb2.GetModelStatusRequest,
                 "HandleReloadConfigRequest": model_management_pb2.ReloadConfigRequest,

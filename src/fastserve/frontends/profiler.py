@@ -33,9 +33,9 @@ from typing import Any
 from google.protobuf import descriptor_pool
 from google.protobuf.message import DecodeError
 
+from fastserve.codecs.proto_types import F, Field, build_pool, message_class
 from fastserve.errors import Code, ServingError, internal, unimplemented
-from fastserve.proto_types import F, Field, build_pool, message_class
-from fastserve.servables.base import RunContext
+from fastserve.types import RunContext
 
 log = logging.getLogger("fastserve.profiler")
 

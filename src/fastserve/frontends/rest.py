@@ -23,15 +23,22 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from fastserve import json_tensors, protos, tf_examples
-from fastserve.api import InferenceAPI, ModelSpec
-from fastserve.errors import Code, ServingError, internal, invalid_argument
-from fastserve.health import Health
-from fastserve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from fastserve.metrics import status_name
-from fastserve.servables.base import RunContext
-from fastserve.tasks import Tasks
-from fastserve.tensors import DEFAULT_MAX_REQUEST_BYTES
+from fastserve.api.examples import Tasks
+from fastserve.api.inference import InferenceAPI
+from fastserve.codecs import protos
+from fastserve.codecs import rest_json as json_tensors
+from fastserve.codecs import tf_example as tf_examples
+from fastserve.errors import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    Code,
+    ServingError,
+    from_exception,
+    invalid_argument,
+)
+from fastserve.observability.health import Health
+from fastserve.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from fastserve.observability.metrics import status_name
+from fastserve.types import ModelSpec, RunContext
 
 _V1 = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 _POST = re.compile(
@@ -341,7 +348,7 @@ def create_app(api: InferenceAPI, tasks: Tasks, options: RestOptions | None = No
             except ServingError as error:
                 return respond(_error(error)), status_name(error)
             except Exception as error:  # a bug of ours: answer 500, keep serving
-                return respond(_error(internal(f"{type(error).__name__}: {error}"))), "INTERNAL"
+                return respond(_error(from_exception(error))), "INTERNAL"
             finally:
                 wall = time.perf_counter() - started
                 inline.observe(inline_key, wall, time.thread_time() - cpu)
@@ -366,7 +373,7 @@ def create_app(api: InferenceAPI, tasks: Tasks, options: RestOptions | None = No
             context.cancel()  # the client went away
             raise
         except BaseException as error:  # a bug of ours: answer 500, keep serving
-            return respond(_error(internal(f"{type(error).__name__}: {error}"))), "INTERNAL"
+            return respond(_error(from_exception(error))), "INTERNAL"
 
     inline = _InlinePolicy(options.inline_seconds)
     metrics = api.metrics

@@ -34,16 +34,9 @@ from typing import Any
 import numpy as np
 
 from fastserve import dtypes
-from fastserve.errors import Code, ServingError, internal, invalid_argument
-from fastserve.servables.base import (
-    PREDICT_METHOD,
-    Loader,
-    LoadOptions,
-    RunContext,
-    Servable,
-    Signature,
-    TensorInfo,
-)
+from fastserve.errors import Code, ServingError, from_exception, internal, invalid_argument
+from fastserve.servables.base import Loader, LoadOptions, Servable
+from fastserve.types import PREDICT_METHOD, RunContext, Signature, TensorInfo, shape_text
 
 MODEL_FILE = "model.py"
 _SIGNATURE_ATTRIBUTE = "__fastserve_signature__"
@@ -148,8 +141,8 @@ class PythonServable(Servable):
             info = signature.inputs[alias]
             if not info.accepts_shape(array.shape):
                 raise invalid_argument(
-                    f"input tensor {alias} has shape {_shape(array.shape)}, which the "
-                    f"signature's shape {_shape(info.shape)} does not accept"
+                    f"input tensor {alias} has shape {shape_text(array.shape)}, which the "
+                    f"signature's shape {shape_text(info.shape)} does not accept"
                 )
         # Inputs decoded without a copy are read-only views; model code may write to its
         # arguments, so it gets arrays of its own whatever the protocol was.
@@ -162,7 +155,7 @@ class PythonServable(Servable):
         except ServingError:
             raise
         except BaseException as error:  # SystemExit from a model must not stop a frontend
-            raise internal(f"{type(error).__name__}: {error}") from error
+            raise from_exception(error) from error
         if not isinstance(produced, Mapping):
             raise internal(
                 f"signature {signature.name} returned {type(produced).__name__}, "
@@ -182,12 +175,6 @@ class PythonServable(Servable):
                 hook()
         finally:
             sys.modules.pop(self._module_name, None)
-
-
-def _shape(shape: Sequence[int] | None) -> str:
-    if shape is None:
-        return "[?]"
-    return "[" + ",".join(str(d) for d in shape) + "]"
 
 
 def _convert(value: Any, info: TensorInfo, name: str) -> np.ndarray:

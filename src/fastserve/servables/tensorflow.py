@@ -16,15 +16,9 @@ from typing import Any
 import numpy as np
 
 from fastserve.dtypes import DType
-from fastserve.errors import Code, ServingError, not_found
-from fastserve.servables.base import (
-    Loader,
-    LoadOptions,
-    RunContext,
-    Servable,
-    Signature,
-    TensorInfo,
-)
+from fastserve.errors import Code, ServingError, from_exception, not_found
+from fastserve.servables.base import Loader, LoadOptions, Servable
+from fastserve.types import RunContext, Signature, TensorInfo
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 RUNNER_VARIABLE = "FASTSERVE_TENSORFLOW_RUNNER"
@@ -63,7 +57,7 @@ def _status_from_tf(error: Exception) -> ServingError:
         # bytes (an unparseable tf.Example, say). The code is lost with it; such messages
         # come from ops rejecting their input.
         return ServingError(Code.INVALID_ARGUMENT, error.object.decode("utf-8", "replace"))
-    return ServingError(Code.INTERNAL, f"{type(error).__name__}: {error}")
+    return from_exception(error)
 
 
 def _session_config(options: LoadOptions) -> Any:

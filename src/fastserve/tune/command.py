@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from fastserve import logs
+from fastserve.observability import logs
 from fastserve.tune.load import (
     PREDICT_PATH,
     Endpoint,
@@ -30,15 +30,7 @@ from fastserve.tune.request import (
     fetch_signature,
     predict_body,
 )
-from fastserve.tune.search import (
-    Candidate,
-    Point,
-    Space,
-    describe,
-    failures,
-    point_of,
-    search,
-)
+from fastserve.tune.search import Candidate, Point, Space, describe, failures, point_of, search
 
 REFERENCE = "batching off (reference)"
 DEFAULT_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)

@@ -21,7 +21,7 @@ class TuneError(Exception):
 
 def _signature_from_proto(name: str, proto: Any) -> Any:
     from fastserve.dtypes import DType
-    from fastserve.servables.base import Signature, TensorInfo
+    from fastserve.types import Signature, TensorInfo
 
     def info(tensor: Any) -> TensorInfo:
         shape = tensor.tensor_shape
@@ -95,7 +95,8 @@ def _concrete(shape: Sequence[int] | None, rows: int) -> tuple[int, ...]:
 
 def build_inputs(args: argparse.Namespace, signature: Any) -> dict[str, np.ndarray]:
     """The request's tensors: from --input_file, --input, or the signature's own shapes."""
-    from fastserve import dtypes, json_tensors
+    from fastserve import dtypes
+    from fastserve.codecs import rest_json as json_tensors
 
     rows = args.rows_per_request
     rng = np.random.default_rng(0)
@@ -128,7 +129,8 @@ def predict_body(model: str, signature_name: str, inputs: dict[str, np.ndarray])
     """A serialized PredictRequest (not framed)."""
     from tensorflow_serving.apis import predict_pb2
 
-    from fastserve import dtypes, tensors
+    from fastserve import dtypes
+    from fastserve.codecs import tensor_proto as tensors
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model

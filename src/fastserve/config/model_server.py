@@ -14,23 +14,10 @@ from typing import Any
 
 import yaml
 
+from fastserve.core.models import ModelConfig
 from fastserve.core.policies import All, Latest, Specific, VersionPolicy
+from fastserve.errors import ConfigError
 from fastserve.servables import PLATFORMS
-
-
-class ConfigError(Exception):
-    """A config file that cannot be used; the message names the file, line and field."""
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str
-    base_path: str
-    model_platform: str = "tensorflow"
-    version_policy: VersionPolicy = field(default_factory=Latest)
-    version_labels: Mapping[str, int] = field(default_factory=dict)
-    # fastserve's YAML only: batching parameters of this model (it is then batched).
-    batching: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -256,7 +243,7 @@ def _yaml_model(at: _At, directory: str) -> ModelConfig:
         )
     batching = None
     if "batching" in fields:
-        from fastserve.batching_config import from_mapping
+        from fastserve.config.batching import from_mapping
 
         section = fields["batching"]
         values = {key: _scalar_or_list(value_at) for key, value_at in _mapping(section).items()}

@@ -10,8 +10,8 @@ from typing import Any
 
 from tensorflow.core.example import example_pb2, feature_pb2
 
+from fastserve.codecs.rest_json import FLOAT32_MAX, decimal, json_type, pretty
 from fastserve.errors import invalid_argument
-from fastserve.json_tensors import FLOAT32_MAX, decimal, json_type, pretty
 
 
 def serialize_input(proto: Any) -> list[bytes]:

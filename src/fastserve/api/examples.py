@@ -14,16 +14,20 @@ from typing import TypeVar
 
 import numpy as np
 
-from fastserve.api import InferenceAPI, ModelSpec, check_inputs
+from fastserve.api.inference import InferenceAPI
+from fastserve.api.predict import check_inputs
+from fastserve.api.signatures import Asking, find_signature
 from fastserve.dtypes import DType, from_numpy
 from fastserve.errors import Code, ServingError, invalid_argument
-from fastserve.servables.base import (
+from fastserve.servables.base import Servable
+from fastserve.types import (
     CLASSIFY_METHOD,
     DEFAULT_SIGNATURE,
     REGRESS_METHOD,
+    ModelSpec,
     RunContext,
-    Servable,
     Signature,
+    shape_text,
 )
 
 INPUTS = "inputs"
@@ -57,7 +61,7 @@ class Regressions:
 def _debug_string(signature: Signature) -> str:
     from google.protobuf import text_format
 
-    from fastserve.protos import signature_def_map
+    from fastserve.codecs.protos import signature_def_map
 
     return text_format.MessageToString(signature_def_map({"s": signature}).signature_def["s"])
 
@@ -67,10 +71,6 @@ def _dtype_name(array: np.ndarray) -> str:
         return from_numpy(array.dtype).name
     except TypeError:
         return str(array.dtype)
-
-
-def _shape(array: np.ndarray) -> str:
-    return "[" + ",".join(str(d) for d in array.shape) + "]"
 
 
 def classification_outputs(signature: Signature, check_method: bool) -> list[str]:
@@ -124,7 +124,7 @@ def regression_outputs(signature: Signature, check_method: bool) -> list[str]:
 def _check_matrix(array: np.ndarray, what: str, dtype: DType, examples: int) -> None:
     if array.ndim != 2:
         raise invalid_argument(
-            f"Expected Tensor shape: [batch_size num_classes] but got {_shape(array)}"
+            f"Expected Tensor shape: [batch_size num_classes] but got {shape_text(array.shape)}"
         )
     if _dtype_name(array) != dtype.name:
         raise invalid_argument(f"Expected {what} Tensor of {dtype.name}. Got: {_dtype_name(array)}")
@@ -168,7 +168,7 @@ def regressions(outputs: dict[str, np.ndarray], examples: int) -> Regressions:
     if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
         raise invalid_argument(
             "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got "
-            f"{_shape(values)}"
+            f"{shape_text(values.shape)}"
         )
     if values.shape[0] != examples:
         raise invalid_argument(
@@ -177,13 +177,6 @@ def regressions(outputs: dict[str, np.ndarray], examples: int) -> Regressions:
     if _dtype_name(values) != DType.DT_FLOAT.name:
         raise invalid_argument(f"Expected output Tensor of DT_FLOAT.  Got: {_dtype_name(values)}")
     return Regressions([float(v) for v in values.reshape(-1)])
-
-
-def _find_signature(servable: Servable, name: str) -> Signature:
-    signature = servable.signatures.get(name or DEFAULT_SIGNATURE)
-    if signature is None:
-        raise invalid_argument(f"No signature was found with the name: {name or DEFAULT_SIGNATURE}")
-    return signature
 
 
 def _examples_tensor(examples: Sequence[bytes]) -> np.ndarray:
@@ -233,7 +226,7 @@ def _run_examples(
     context: RunContext | None,
     check_method_names: bool,
 ) -> tuple[dict[str, np.ndarray], int]:
-    signature = _find_signature(servable, signature_name)
+    signature = find_signature(servable, signature_name, Asking.CLASSIFY_OR_REGRESS)
     output_names = outputs_of(signature, check_method_names)
     inputs = {INPUTS: _examples_tensor(examples)}
     check_inputs(signature, inputs)
@@ -266,9 +259,7 @@ def run_multi_inference(
         if name in seen:
             raise invalid_argument(f"Duplicate evaluation of signature: {name}")
         seen.add(name)
-        signature = servable.signatures.get(name)
-        if signature is None:
-            raise invalid_argument(f"Requested signature not found in model graph: {name}")
+        signature = find_signature(servable, name, Asking.MULTI_INFERENCE)
         if method == CLASSIFY_METHOD:
             outputs = classification_outputs(signature, check_method_names)
         elif method == REGRESS_METHOD:
@@ -322,8 +313,7 @@ class Tasks:
         api: str,
         run: Callable[..., Result],
     ) -> tuple[Served, Result]:
-        handle = self._api.acquire(spec)
-        try:
+        with self._api.acquire(spec) as handle:
             metrics = self._api.metrics
             metrics.examples(spec.name, len(examples))
             with metrics.runtime(spec.name, api, handle.servable.runtime):
@@ -335,16 +325,13 @@ class Tasks:
                     check_method_names=self._check_methods,
                 )
             return _served(spec, handle.version), result
-        finally:
-            handle.release()
 
     def multi_inference(
         self, tasks: Sequence[tuple[ModelSpec, str]], examples: Sequence[bytes] | None
     ) -> list[tuple[Served, Classifications | Regressions]]:
         """Every task on the first task's model version; results in task order."""
         first = tasks[0][0] if tasks else ModelSpec("")
-        handle = self._api.acquire(first)
-        try:
+        with self._api.acquire(first) as handle:
             metrics = self._api.metrics
             metrics.examples(first.name, len(examples or ()))
             with metrics.runtime(first.name, "MultiInference", handle.servable.runtime):
@@ -355,8 +342,6 @@ class Tasks:
                 (Served(spec.name, handle.version, signature.name), result)
                 for (spec, _), (signature, result) in zip(tasks, results, strict=True)
             ]
-        finally:
-            handle.release()
 
 
 def _served(spec: ModelSpec, version: int) -> Served:

@@ -10,10 +10,8 @@ from tensorflow.core.framework import tensor_shape_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
-from fastserve.api import ModelSpec
-from fastserve.core.states import VersionStatus
 from fastserve.errors import Code, invalid_argument
-from fastserve.servables.base import Signature, TensorInfo
+from fastserve.types import ModelSpec, Signature, TensorInfo, VersionStatus
 
 SIGNATURE_DEF_FIELD = "signature_def"
 

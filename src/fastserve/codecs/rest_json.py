@@ -23,7 +23,7 @@ import rapidjson
 
 from fastserve.dtypes import NUMPY_MAX_RANK, DType
 from fastserve.errors import Code, ServingError, invalid_argument
-from fastserve.servables.base import Signature, TensorInfo
+from fastserve.types import Signature, TensorInfo, shape_text
 
 
 class Format(enum.Enum):
@@ -338,15 +338,11 @@ def _stack(
         elif item.shape != first_shape:
             raise _wrap_error(
                 invalid_argument(
-                    f"Expecting shape {_shape_text(first_shape)} but got: {_shape_text(item.shape)}"
+                    f"Expecting shape {shape_text(first_shape)} but got: {shape_text(item.shape)}"
                 ),
                 where,
             ) from None
     raise invalid_argument("instances could not be stacked into one tensor")
-
-
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return "[" + ",".join(str(d) for d in shape) + "]"
 
 
 def _row_inputs(

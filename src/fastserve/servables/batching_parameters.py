@@ -1,4 +1,4 @@
-"""Batching parameters: TF Serving's BatchingParameters text proto, its defaults and its checks."""
+"""TF Serving's BatchingParameters as a plain value, with its defaults and its checks."""
 
 from __future__ import annotations
 
@@ -8,11 +8,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-from fastserve.config import ConfigError
-
-# The file TF Serving reads per model version with --enable_per_model_batching_parameters.
-PER_MODEL_FILE = "batching_params.pbtxt"
 
 
 def _cpus() -> int:
@@ -91,63 +86,3 @@ class BatchingParameters:
 FIELDS = tuple(f.name for f in dataclasses.fields(BatchingParameters))
 # Settings of the shared batch threads, not of one model's queue.
 SERVER_WIDE = ("num_batch_threads", "thread_pool_name")
-_WRAPPED = (
-    "max_batch_size",
-    "batch_timeout_micros",
-    "max_enqueued_batches",
-    "num_batch_threads",
-    "thread_pool_name",
-    "enable_large_batch_splitting",
-    "max_execution_batch_size",
-)
-
-
-def from_proto(message: Any) -> dict[str, Any]:
-    """The fields a BatchingParameters message sets (unset wrapper fields keep defaults)."""
-    values: dict[str, Any] = {}
-    for name in _WRAPPED:
-        if message.HasField(name):
-            values[name] = getattr(message, name).value
-    if message.allowed_batch_sizes:
-        values["allowed_batch_sizes"] = tuple(message.allowed_batch_sizes)
-    if message.pad_variable_length_inputs:
-        values["pad_variable_length_inputs"] = True
-    return values
-
-
-def read_text_proto(path: str) -> dict[str, Any]:
-    """The fields set in a BatchingParameters text-proto file."""
-    from fastserve.config_protos import read_text_file
-
-    return from_proto(read_text_file(path, "BatchingParameters", "batching parameters"))
-
-
-def from_mapping(values: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """A model's `batching:` section of the YAML config, checked field by field."""
-    parsed: dict[str, Any] = {}
-    for name, value in values.items():
-        if name in SERVER_WIDE:
-            raise ConfigError(
-                f"{where}.{name}: the batch threads are shared by every model; set it in "
-                "--batching_parameters_file"
-            )
-        if name not in FIELDS:
-            own = ", ".join(f for f in FIELDS if f not in SERVER_WIDE)
-            raise ConfigError(f"{where}.{name}: unknown field (expected one of: {own})")
-        if name == "allowed_batch_sizes":
-            if not isinstance(value, list) or not all(
-                isinstance(v, int) and not isinstance(v, bool) for v in value
-            ):
-                raise ConfigError(f"{where}.{name}: expected a list of integers")
-            parsed[name] = tuple(value)
-        elif name in ("pad_variable_length_inputs", "enable_large_batch_splitting"):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{where}.{name}: expected true or false")
-            parsed[name] = value
-        elif name == "thread_pool_name":
-            parsed[name] = str(value)
-        else:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{where}.{name}: expected an integer")
-            parsed[name] = value
-    return parsed

@@ -7,12 +7,11 @@ from tensorflow.core.framework import tensor_shape_pb2
 from tensorflow.core.framework.tensor_pb2 import TensorProto
 
 from fastserve.dtypes import NUMPY_MAX_RANK, TENSORFLOW_MAX_RANK, DType
-from fastserve.errors import Code, ServingError, invalid_argument
+from fastserve.errors import DEFAULT_MAX_REQUEST_BYTES, Code, ServingError, invalid_argument
 
 # The largest tensor a request may declare: the largest message gRPC carries.
 # --max_request_bytes by default: what a gRPC message may carry in TF Serving. No tensor of
 # a request may decode to more bytes than that.
-DEFAULT_MAX_REQUEST_BYTES = 2**31 - 1
 
 # Which typed field of a TensorProto carries each dtype (tensorflow/core/framework/tensor.cc).
 _VALUE_FIELD: dict[DType, str] = {

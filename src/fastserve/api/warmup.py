@@ -11,23 +11,26 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
-from fastserve import protos, tensors, tf_examples
-from fastserve.api import check_predict_request, find_signature, run_predict
-from fastserve.errors import Code, ServingError, invalid_argument
+from fastserve.api.examples import run_classify, run_multi_inference, run_regress
+from fastserve.api.predict import check_predict_request, run_predict
+from fastserve.api.signatures import find_signature
+from fastserve.codecs.warmup_records import (
+    ExamplesRecord,
+    PredictRecord,
+    WarmupRequest,
+    read_requests,
+)
+from fastserve.errors import ServingError, from_exception
 from fastserve.servables.base import Loader, LoadOptions, Servable
-from fastserve.tasks import run_classify, run_multi_inference, run_regress
 
 log = logging.getLogger("fastserve.warmup")
 
-# TF Serving's names and limit (servables/tensorflow/saved_model_warmup_util.h).
+# TF Serving's names (servables/tensorflow/saved_model_warmup_util.h).
 ASSETS_EXTRA = "assets.extra"
 REQUESTS_FILE = "tf_serving_warmup_requests"
-MAX_RECORDS = 1000
 
 # Called once per replayed warmup file: (version folder, wall seconds, succeeded).
 WarmupObserver = Callable[[str, float, bool], None]
@@ -117,109 +120,46 @@ def replay(
 ) -> int:
     """Runs every request of the TFRecord file `warmup_path` on `servable`, each `iterations`
     times; returns how many records there were. Raises a ServingError naming the file."""
-    from tensorflow_serving.apis import prediction_log_pb2
-
     count = 0
-    for record in _records(warmup_path):
+    for request in read_requests(warmup_path):
         count += 1
-        if count > MAX_RECORDS:
-            raise invalid_argument(
-                f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {warmup_path}"
-            )
-        try:
-            prediction_log = prediction_log_pb2.PredictionLog.FromString(record)
-        except Exception as error:  # protobuf's DecodeError, or its C++ twin
-            raise invalid_argument(
-                f"Failed to parse warmup record {count} from {warmup_path}: "
-                f"it is not a tensorflow.serving.PredictionLog ({error})"
-            ) from None
+        if request is None:
+            continue  # a record without a request is skipped, as TF Serving skips it
         for _ in range(iterations):
             try:
-                _run(servable, prediction_log, check_method_names)
-            except ServingError as error:
-                raise ServingError(
-                    error.code,
-                    f"Warmup request {count} of {warmup_path} failed: {error.message}",
-                ) from None
+                _run(servable, request, check_method_names)
             except Exception as error:
+                failure = from_exception(error)
                 raise ServingError(
-                    Code.INTERNAL,
-                    f"Warmup request {count} of {warmup_path} failed: "
-                    f"{type(error).__name__}: {error}",
+                    failure.code,
+                    f"Warmup request {count} of {warmup_path} failed: {failure.message}",
                 ) from None
     return count
 
 
-def _records(warmup_path: str) -> Iterator[bytes]:
-    """The records of a TFRecord file, read with TensorFlow; unreadable or corrupt data
-    becomes a ServingError naming the file."""
-    import tensorflow as tf
-
-    try:
-        for record in tf.data.TFRecordDataset(warmup_path):
-            yield record.numpy()
-    except tf.errors.DataLossError as error:
-        raise ServingError(
-            Code.DATA_LOSS,
-            f"Cannot read warmup data {warmup_path}: {_op_message(error)}. "
-            "Please verify your warmup data is in TFRecord format.",
-        ) from None
-    except tf.errors.OpError as error:
-        raise ServingError(
-            Code(error.error_code),  # TensorFlow's codes are the canonical ones
-            f"Cannot read warmup data {warmup_path}: {_op_message(error)}",
-        ) from None
-
-
-def _op_message(error: Any) -> str:
-    """An eager op's error message without the function and op names TensorFlow wraps it in
-    ("{{function_node ...}} corrupted record at 0 [Op:IteratorGetNext] name: ")."""
-    message = _FUNCTION_NODE.sub("", str(error.message))
-    return _OP_SUFFIX.sub("", message).strip()
-
-
-_FUNCTION_NODE = re.compile(r"^\{\{function_node [^}]*\}\}\s*")
-_OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\].*$", re.DOTALL)
-
-
-def _run(servable: Servable, prediction_log: Any, check_method_names: bool) -> None:
-    """Runs one PredictionLog's request, as a client request of its kind would run."""
-    kind = prediction_log.WhichOneof("log_type")
-    if kind == "predict_log":
-        request = prediction_log.predict_log.request
-        signature = find_signature(servable, request.model_spec.signature_name)
+def _run(servable: Servable, request: WarmupRequest, check_method_names: bool) -> None:
+    """Runs one warmup request, as a client request of its kind would run."""
+    if isinstance(request, PredictRecord):
+        signature = find_signature(servable, request.signature_name)
         check_predict_request(
-            signature, request.inputs.keys(), request.output_filter, check_method_names
+            signature, request.input_names, request.output_filter, check_method_names
         )
-        inputs = {alias: tensors.to_numpy(proto, alias) for alias, proto in request.inputs.items()}
         run_predict(
             servable,
             signature,
-            inputs,
+            request.inputs(),
             request.output_filter,
             check_method_names=check_method_names,
         )
-    elif kind in ("classify_log", "regress_log"):
-        request = getattr(prediction_log, kind).request
-        run = run_classify if kind == "classify_log" else run_regress
+    elif isinstance(request, ExamplesRecord):
+        run = run_classify if request.kind == "classify" else run_regress
         run(
             servable,
-            request.model_spec.signature_name,
-            tf_examples.serialize_input(request.input),
+            request.signature_name,
+            request.examples,
             check_method_names=check_method_names,
         )
-    elif kind == "multi_inference_log":
-        request = prediction_log.multi_inference_log.request
-        tasks = [
-            (protos.model_spec_from_proto(task.model_spec), task.method_name)
-            for task in request.tasks
-        ]
+    else:
         run_multi_inference(
-            servable,
-            tasks,
-            tf_examples.serialize_input(request.input),
-            check_method_names=check_method_names,
+            servable, request.tasks, request.examples, check_method_names=check_method_names
         )
-    elif kind is not None:
-        raise ServingError(Code.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
-    # A record without a request is skipped, as TF Serving skips it.

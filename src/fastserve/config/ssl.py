@@ -5,27 +5,16 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
-from dataclasses import dataclass
 
-from fastserve.config import ConfigError
-
-
-@dataclass(frozen=True)
-class SSLConfig:
-    """TF Serving's SSLConfig: PEM contents (not paths) of the server's key and certificate
-    chain, and of the CA that client certificates must be signed by."""
-
-    server_key: str
-    server_cert: str
-    custom_ca: str = ""
-    client_verify: bool = False
+from fastserve.errors import ConfigError
+from fastserve.types import SSLConfig
 
 
 def read_ssl_config(path: str) -> SSLConfig:
     """Reads an SSLConfig text proto and checks that its PEMs load as a server's key and
     certificate (gRPC would only find out at the first handshake). Raises ConfigError naming
     the file and the problem."""
-    from fastserve.config_protos import read_text_file
+    from fastserve.config.protos import read_text_file
 
     proto = read_text_file(path, "SSLConfig", "SSL config")
     config = SSLConfig(

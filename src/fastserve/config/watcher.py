@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import threading
 
-from fastserve.config import ConfigError, load_text_proto
+from fastserve.config.model_server import load_text_proto
 from fastserve.core.models import Models
-from fastserve.errors import ServingError
+from fastserve.errors import ConfigError, ServingError
 
 log = logging.getLogger("fastserve.reload")
 

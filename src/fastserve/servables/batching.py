@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,9 +21,10 @@ import numpy as np
 
 import fastserve._core as _core
 from fastserve._core import SubmitStatus, TaskOutcome
-from fastserve.batching_config import BatchingParameters
-from fastserve.errors import Code, ServingError, internal, invalid_argument
-from fastserve.servables.base import Loader, LoadOptions, RunContext, Servable, Signature
+from fastserve.errors import Code, ServingError, from_exception, internal, invalid_argument
+from fastserve.servables.base import Loader, LoadOptions, Servable
+from fastserve.servables.batching_parameters import BatchingParameters
+from fastserve.types import RunContext, Signature
 
 log = logging.getLogger("fastserve.batching")
 
@@ -208,11 +209,7 @@ class BatchScheduler:
                 raise internal(f"batch of an unknown queue {queue_id}")
             self._run(queue, rows, entries)
         except BaseException as error:  # every task of this batch, and only these, fail
-            failure = (
-                error
-                if isinstance(error, ServingError)
-                else internal(f"{type(error).__name__}: {error}")
-            )
+            failure = from_exception(error)
             for task, _, _, _ in entries:
                 task.fail(failure)
 
@@ -464,7 +461,7 @@ class BatchingLoader(Loader):
         self,
         inner: Loader,
         scheduler: BatchScheduler,
-        parameters_for: ParametersFor,
+        parameters_for: Callable[[str], BatchingParameters | None],
     ) -> None:
         self.platform = inner.platform
         self._inner = inner
@@ -482,40 +479,3 @@ class BatchingLoader(Loader):
         if parameters is None:
             return servable
         return BatchingServable(servable, self._scheduler, parameters)
-
-
-class ParametersFor:
-    """The batching parameters of one model's versions: its own, or the server's, or (with
-    per-model parameters) the batching_params.pbtxt in each version folder."""
-
-    def __init__(
-        self,
-        common: BatchingParameters | None,
-        per_model_files: bool = False,
-        overrides: Mapping[str, object] | None = None,
-    ) -> None:
-        self._common = common
-        self._per_model_files = per_model_files
-        self._overrides = dict(overrides or {})
-
-    def __call__(self, path: str) -> BatchingParameters | None:
-        import os
-
-        from fastserve.batching_config import PER_MODEL_FILE, read_text_proto
-        from fastserve.config import ConfigError
-
-        if self._per_model_files:
-            file = os.path.join(path, PER_MODEL_FILE)
-            if not os.path.exists(file):
-                return None  # TF Serving serves such a version unbatched
-            try:
-                own = read_text_proto(file)
-            except ConfigError as error:
-                raise invalid_argument(str(error)) from None
-            base = BatchingParameters(
-                num_batch_threads=self._common.num_batch_threads if self._common else 1
-            )
-            return base.merged(own)
-        if self._common is None and not self._overrides:
-            return None
-        return (self._common or BatchingParameters()).merged(self._overrides)

@@ -8,8 +8,8 @@ from typing import Any
 
 from google.protobuf import descriptor_pool, text_format, wrappers_pb2
 
-from fastserve.config import ConfigError
-from fastserve.proto_types import F, Field, build_pool, message_class
+from fastserve.codecs.proto_types import F, Field, build_pool, message_class
+from fastserve.errors import ConfigError
 
 _PACKAGE = "tensorflow.serving"
 

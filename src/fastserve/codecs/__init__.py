@@ -1,0 +1,1 @@
+"""Codecs between wire formats and numpy: TensorProto, REST JSON, tf.Example, proto messages."""

@@ -1,0 +1,1 @@
+"""Configuration in: config files and flags turned into plain values before the core sees them."""

@@ -1,0 +1,1 @@
+"""Observability handed to the parts that record: metrics, health, logs."""
