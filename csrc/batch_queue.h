@@ -1,5 +1,12 @@
 // The batching scheduler: per-queue batches formed from many producers' tasks, handed to a
 // shared pool of batch threads.
+//
+// Threads and the GIL: never touches Python itself; every member of Task and BatchScheduler
+// may be called from any thread, with or without the GIL. Each takes a mutex (briefly), and
+// Task::wait() and BatchScheduler::next_batch() block: Python callers release the GIL around
+// all of them (the bindings do). Payloads are opaque and their deleters may take the GIL: the
+// scheduler and tasks drop payloads only with no lock of their own held, on whichever thread
+// drops the last reference (a producer, a batch thread, or the one destroying the scheduler).
 #pragma once
 
 #include <chrono>

@@ -22,6 +22,7 @@ bool check_held(HandleObject* self) {
 }
 
 void handle_dealloc(PyObject* self) {
+  release_with_gil(as_handle(self)->handle);
   as_handle(self)->handle.~ServableHandle();
   Py_TYPE(self)->tp_free(self);
 }
@@ -52,7 +53,7 @@ PyObject* handle_released(PyObject* self, void*) {
 }
 
 PyObject* handle_release(PyObject* self, PyObject*) {
-  as_handle(self)->handle.release();
+  release_with_gil(as_handle(self)->handle);
   Py_RETURN_NONE;
 }
 
@@ -62,7 +63,7 @@ PyObject* handle_enter(PyObject* self, PyObject*) {
 }
 
 PyObject* handle_exit(PyObject* self, PyObject* const*, Py_ssize_t) {
-  as_handle(self)->handle.release();
+  release_with_gil(as_handle(self)->handle);
   Py_RETURN_NONE;
 }
 
@@ -100,6 +101,15 @@ PyTypeObject handle_type_object = make_type();
 
 }  // namespace
 
+// Every release of a Python handle goes through here: release(), __exit__, dealloc.
+void release_with_gil(ServableHandle& handle) {
+  std::shared_ptr<VersionEntry> removed = handle.release_deferring_wake();
+  if (!removed) return;
+  Py_BEGIN_ALLOW_THREADS
+  removed->wake_waiters();  // takes the version's mutex
+  Py_END_ALLOW_THREADS
+}
+
 PyTypeObject* handle_type() {
   if (!(handle_type_object.tp_flags & Py_TPFLAGS_READY) &&
       PyType_Ready(&handle_type_object) < 0) {
@@ -110,9 +120,11 @@ PyTypeObject* handle_type() {
 
 PyObject* wrap_handle(ServableHandle&& handle) {
   PyTypeObject* type = handle_type();
-  if (type == nullptr) return nullptr;
-  PyObject* self = type->tp_alloc(type, 0);
-  if (self == nullptr) return nullptr;
+  PyObject* self = type == nullptr ? nullptr : type->tp_alloc(type, 0);
+  if (self == nullptr) {
+    release_with_gil(handle);
+    return nullptr;
+  }
   new (&as_handle(self)->handle) ServableHandle(std::move(handle));
   return self;
 }

@@ -1,4 +1,9 @@
 // Python bindings of the C++ core. Binding only: logic lives in the classes.
+//
+// The GIL: every binding whose C++ takes a mutex or waits releases the GIL around it (a C++
+// mutex is never taken with the GIL held, so no thread can hold one while it waits for the
+// GIL). Python objects are converted before and after, with the GIL. Lock-free calls (table
+// lookups, which only pin a snapshot, and plain reads of immutable fields) keep it.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -11,6 +16,7 @@
 #include "servable_table.h"
 
 namespace py = pybind11;
+using release_gil = py::call_guard<py::gil_scoped_release>;
 
 namespace fastserve::binding {
 void bind_grpc(py::module_& m);
@@ -115,6 +121,8 @@ PYBIND11_MODULE(_core, m) {
            py::call_guard<py::gil_scoped_release>())
       .def("set_labels", &ServableTable::set_labels, py::arg("model"), py::arg("labels"),
            py::call_guard<py::gil_scoped_release>())
+      // Lookups: lock-free (see servable_table.h), so they keep the GIL; a handle dropped
+      // here (only on failure) is released the GIL-safe way (handle_object.h).
       .def("acquire_latest",
            [](const ServableTable& t, const std::string& model) {
              return found_or_none(t.acquire_latest(model));
@@ -130,6 +138,7 @@ PYBIND11_MODULE(_core, m) {
       .def("explain_label",
            [](const ServableTable& t, const std::string& model, const std::string& label) {
              Lookup lookup = t.acquire_label(model, label);
+             fastserve::binding::release_with_gil(lookup.handle);
              return py::make_tuple(lookup.status, lookup.version);
            })
       .def("models", &ServableTable::models)
@@ -160,7 +169,7 @@ PYBIND11_MODULE(_core, m) {
            py::arg("input"), py::arg("rows"), py::arg("timeout_seconds") = -1.0)
       .def_property_readonly("input", [](const Task& t) { return from_payload(t.input()); })
       .def_property_readonly("rows", &Task::rows)
-      .def_property_readonly("outcome", &Task::outcome)
+      .def_property_readonly("outcome", py::cpp_function(&Task::outcome, release_gil()))
       .def(
           "wait",
           [](Task& t, double timeout_seconds) {
@@ -168,19 +177,40 @@ PYBIND11_MODULE(_core, m) {
             return t.wait(after(timeout_seconds));
           },
           py::arg("timeout_seconds") = -1.0)
-      .def("abandon", &Task::abandon, py::arg("why"))
+      .def("abandon", &Task::abandon, py::arg("why"), release_gil())
       .def("outputs",
            [](const Task& t) {
+             std::vector<Payload> payloads;
+             {
+               py::gil_scoped_release nogil;
+               payloads = t.outputs();
+             }
              py::list outputs;
-             for (const Payload& output : t.outputs()) outputs.append(from_payload(output));
+             for (const Payload& output : payloads) outputs.append(from_payload(output));
              return outputs;
            })
-      .def("error", [](const Task& t) { return from_payload(t.error()); })
+      .def("error",
+           [](const Task& t) {
+             Payload error;
+             {
+               py::gil_scoped_release nogil;
+               error = t.error();
+             }
+             return from_payload(error);
+           })
+      // An output or error the task refuses (it already ended) is dropped inside complete()
+      // or fail(), without the GIL: its deleter takes it (to_payload).
       .def("complete",
            [](Task& t, std::size_t part, py::object output) {
-             t.complete(part, to_payload(std::move(output)));
+             Payload payload = to_payload(std::move(output));
+             py::gil_scoped_release nogil;
+             t.complete(part, std::move(payload));
            })
-      .def("fail", [](Task& t, py::object error) { t.fail(to_payload(std::move(error))); });
+      .def("fail", [](Task& t, py::object error) {
+        Payload payload = to_payload(std::move(error));
+        py::gil_scoped_release nogil;
+        t.fail(std::move(payload));
+      });
 
   py::class_<BatchScheduler>(m, "BatchScheduler")
       .def(py::init<>())
@@ -197,12 +227,13 @@ PYBIND11_MODULE(_core, m) {
             options.max_execution_batch_size = max_execution_batch_size;
             return s.add_queue(options);
           },
+          release_gil(),
           py::arg("max_batch_size"), py::arg("batch_timeout_micros"),
           py::arg("max_enqueued_batches"), py::arg("enable_large_batch_splitting") = false,
           py::arg("max_execution_batch_size") = 0)
-      .def("remove_queue", &BatchScheduler::remove_queue, py::arg("queue_id"))
+      .def("remove_queue", &BatchScheduler::remove_queue, py::arg("queue_id"), release_gil())
       .def("submit", &BatchScheduler::submit, py::arg("queue_id"), py::arg("key"),
-           py::arg("task"))
+           py::arg("task"), release_gil())
       .def(
           "next_batch",
           [](BatchScheduler& s, double timeout_seconds) {
@@ -214,9 +245,10 @@ PYBIND11_MODULE(_core, m) {
             return batch_to_python(std::move(batch));
           },
           py::arg("timeout_seconds") = -1.0)
-      .def("stop", &BatchScheduler::stop)
-      .def("queued_rows", &BatchScheduler::queued_rows, py::arg("queue_id"))
-      .def("enqueued_batches", &BatchScheduler::enqueued_batches, py::arg("queue_id"));
+      .def("stop", &BatchScheduler::stop, release_gil())
+      .def("queued_rows", &BatchScheduler::queued_rows, py::arg("queue_id"), release_gil())
+      .def("enqueued_batches", &BatchScheduler::enqueued_batches, py::arg("queue_id"),
+           release_gil());
 
   fastserve::binding::bind_tensorflow(m);
 }

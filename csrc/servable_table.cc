@@ -4,14 +4,19 @@
 
 namespace fastserve {
 
-void VersionEntry::release() {
+bool VersionEntry::drop() {
   const std::int64_t left = handles_.fetch_sub(1, std::memory_order_seq_cst) - 1;
-  // Only a retired entry has a waiter; taking the mutex before notifying
-  // closes the window between the waiter's check and its sleep.
-  if (left == 0 && retired_.load(std::memory_order_seq_cst)) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    released_.notify_all();
-  }
+  // Only a retired entry has a waiter. seq_cst: the decrement and remove()'s retire() are
+  // stores each followed by a load of the other's location (this load of retired_, the
+  // waiter's load of handles_); at least one of the two sees the other's store.
+  return left == 0 && retired_.load(std::memory_order_seq_cst);
+}
+
+void VersionEntry::wake_waiters() {
+  // Taking the mutex before notifying closes the window between the waiter's check and its
+  // sleep.
+  std::lock_guard<std::mutex> lock(mutex_);
+  released_.notify_all();
 }
 
 bool VersionEntry::wait_until_released(
@@ -39,10 +44,13 @@ ServableHandle& ServableHandle::operator=(ServableHandle&& other) noexcept {
 }
 
 void ServableHandle::release() {
-  if (entry_) {
-    entry_->release();
-    entry_.reset();
-  }
+  if (auto entry = release_deferring_wake()) entry->wake_waiters();
+}
+
+std::shared_ptr<VersionEntry> ServableHandle::release_deferring_wake() {
+  std::shared_ptr<VersionEntry> entry = std::move(entry_);
+  if (entry && entry->drop()) return entry;
+  return nullptr;
 }
 
 ServableTable::ServableTable() : snapshot_(std::make_unique<const Models>()) {}

@@ -1,4 +1,18 @@
 // The servable table: model name -> version -> servable, plus version labels.
+//
+// Threads and the GIL: never touches Python itself; every function may be called from any
+// thread, with or without the GIL, subject to these rules:
+// - Lookups (acquire_*, models, versions, labels) take no lock and never wait: fine with the
+//   GIL held.
+// - Writers (add, remove, set_labels) take the table's write mutex and wait for a grace period;
+//   wait_until_released() blocks; handle_count() takes the write mutex. Call them without the
+//   GIL (the bindings release it).
+// - A Payload's deleter runs on whichever thread drops the last reference to it (a writer, or
+//   the last handle's release) and may need the GIL: the table drops payloads only with no lock
+//   of its own held, and callers must not hold a lock such a deleter needs.
+// - Releasing a handle takes no lock, except the last handle on a removed version, which takes
+//   that version's mutex to wake wait_until_released(); ServableHandle::release_deferring_wake()
+//   lets a caller holding the GIL do that part without it.
 #pragma once
 
 #include <atomic>
@@ -34,12 +48,18 @@ class VersionEntry {
   void* payload() const { return payload_.get(); }
   std::int64_t handle_count() const { return handles_.load(); }
 
+  // Wakes wait_until_released(); see ServableHandle::release_deferring_wake(). Takes the
+  // entry's mutex (briefly; nothing waits while holding it).
+  void wake_waiters();
+
  private:
   friend class ServableHandle;
   friend class ServableTable;
 
   void acquire() { handles_.fetch_add(1, std::memory_order_seq_cst); }
-  void release();
+  // Drops one hold; true when it was the last on a retired entry, whose waiters must be woken.
+  // Lock-free.
+  bool drop();
   // Marks the entry as taken out of the table; releases from now on notify.
   void retire() { retired_.store(true, std::memory_order_seq_cst); }
   // Blocks until no handle remains or the deadline passes.
@@ -70,8 +90,14 @@ class ServableHandle {
   const std::string& model() const { return entry_->model(); }
   std::int64_t version() const { return entry_->version(); }
   void* payload() const { return entry_->payload(); }
-  // Drops the hold on the version; idempotent.
+  // Drops the hold on the version; idempotent. Lock-free, except when this is the last hold
+  // on a removed version: then it takes the version's mutex to wake wait_until_released().
   void release();
+  // release() for a caller that holds a lock it must not hold while taking the version's
+  // mutex (the GIL): never takes a lock. When this was the last hold on a removed version it
+  // returns that version, and the caller must call wake_waiters() on it once it has dropped
+  // its lock (a waiter sleeps until then); otherwise it returns null. Idempotent.
+  std::shared_ptr<VersionEntry> release_deferring_wake();
 
  private:
   friend class ServableTable;

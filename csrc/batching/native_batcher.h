@@ -9,7 +9,9 @@
 // release may need it (run() hands them only tensors whose owners are C++ memory or protobuf
 // messages: the Python binding copies numpy inputs). stop() (and the destructor) drains the
 // queues and joins the batch threads; call it when no run() is in progress (the version's
-// handles are all released).
+// handles are all released), from any thread but a batch thread, without the GIL (the binding
+// releases it, also when Python drops the last reference). set_recording() is lock-free;
+// drain() and queued_rows() take the batcher's mutex briefly (callers release the GIL).
 #pragma once
 
 #include <atomic>

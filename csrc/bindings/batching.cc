@@ -13,6 +13,7 @@
 
 #include "batching/native_batcher.h"
 #include "bindings/numpy_tensor.h"
+#include "bindings/python_object.h"
 #include "bindings/tensorflow.h"
 #include "runners/native_servable.h"
 
@@ -52,7 +53,9 @@ py::list run(NativeBatcher& batcher, const py::dict& feeds, const std::vector<st
     registration = [&on_cancel](std::function<void()> abandon) {
       py::gil_scoped_acquire gil;
       try {
-        on_cancel(py::cpp_function([abandon = std::move(abandon)] { abandon(); }));
+        // Python calls it with the GIL; abandoning takes the task's mutex, so without it.
+        on_cancel(py::cpp_function([abandon = std::move(abandon)] { abandon(); },
+                                   py::call_guard<py::gil_scoped_release>()));
       } catch (py::error_already_set& error) {
         error.discard_as_unraisable("registering a batched run's cancellation");
       }
@@ -105,7 +108,11 @@ void bind_native_batching(py::module_& m) {
              auto native = session_of(session);
              if (!native) throw py::value_error("a NativeBatcher needs a TensorFlowSession");
              py::gil_scoped_release released;
-             return std::make_shared<NativeBatcher>(std::move(native), std::move(options));
+             // Its destructor stops it (drains the queues, joins the batch threads): never with
+             // the GIL, whoever drops it last.
+             return std::shared_ptr<NativeBatcher>(
+                 new NativeBatcher(std::move(native), std::move(options)),
+                 DeleteWithoutGil<NativeBatcher>());
            }),
            py::arg("session"), py::arg("max_batch_size"), py::arg("batch_timeout_micros"),
            py::arg("max_enqueued_batches"), py::arg("enable_large_batch_splitting"),

@@ -53,14 +53,24 @@ std::shared_ptr<Handler> native_predict(py::object run, std::shared_ptr<Handler>
                                         int max_rank, py::object table, bool check_method_names,
                                         std::shared_ptr<RequestLog> log);
 
+using release_gil = py::call_guard<py::gil_scoped_release>;
+
+// ~GrpcServer() shuts the server down if Python did not: it waits for calls in flight, whose
+// handlers may need the GIL, so it must not run with the GIL held.
+using ServerHolder = std::unique_ptr<GrpcServer, DeleteWithoutGil<GrpcServer>>;
+
 void bind_grpc(py::module_& m) {
+  // Call's mutex guards its state: the members that take it release the GIL.
   py::class_<Call, std::shared_ptr<Call>>(m, "GrpcCall")
       .def_property_readonly("method", &Call::method)
       .def_property_readonly("peer", &Call::peer)
-      .def_property_readonly("cancelled", &Call::cancelled)
+      .def_property_readonly("cancelled", py::cpp_function(&Call::cancelled, release_gil()))
       .def("remaining", &Call::remaining)
       .def("on_cancel", [](Call& call, py::object callback) {
         PythonRef kept = keep(std::move(callback));
+        // Without the GIL: on_cancel() takes the call's mutex, and runs the callback at once
+        // (which then takes the GIL itself) when the call is already cancelled.
+        py::gil_scoped_release nogil;
         call.on_cancel([kept]() {
           py::gil_scoped_acquire gil;
           try {
@@ -87,9 +97,9 @@ void bind_grpc(py::module_& m) {
              }
              return out;
            })
-      .def("dropped", &RequestLog::dropped);
+      .def("dropped", &RequestLog::dropped, release_gil());
 
-  py::class_<GrpcServer>(m, "GrpcServer")
+  py::class_<GrpcServer, ServerHolder>(m, "GrpcServer")
       .def(py::init([](std::vector<std::string> addresses, std::optional<py::tuple> tls,
                        std::vector<std::pair<std::string, std::variant<int, std::string>>> args,
                        int max_receive_message_bytes, int max_send_message_bytes, bool health,
@@ -109,7 +119,7 @@ void bind_grpc(py::module_& m) {
              options.max_send_message_bytes = max_send_message_bytes;
              options.health = health;
              options.worker_threads = worker_threads;
-             auto server = std::make_unique<GrpcServer>(std::move(options));
+             ServerHolder server(new GrpcServer(std::move(options)));
              auto python = std::make_shared<PythonHandler>(keep(std::move(fallback)));
              server->set_fallback(python);
              if (echo) {

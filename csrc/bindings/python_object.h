@@ -1,7 +1,10 @@
-// A strong reference to a Python object that C++ may hold and drop on any thread.
+// A strong reference to a Python object that C++ may hold and drop on any thread; and a
+// deleter for C++ objects that Python may drop last but whose destructor waits.
 //
-// Threads: keep() is called with the GIL held; the returned reference may be copied and
-// dropped anywhere, with or without the GIL (the last drop takes the GIL to decrement).
+// Threads: keep() and borrow() are called with the GIL held; the returned reference may be
+// copied and dropped anywhere, with or without the GIL (the last drop takes the GIL to
+// decrement, so it must not happen under a lock that a GIL holder may wait for).
+// delete_without_gil() may be called anywhere, with or without the GIL.
 #pragma once
 
 #include <memory>
@@ -23,5 +26,24 @@ inline PythonRef keep(pybind11::object object) {
 inline pybind11::object borrow(const PythonRef& ref) {
   return pybind11::reinterpret_borrow<pybind11::object>(ref.get());
 }
+
+// Deletes `object`, releasing the GIL around the destructor when this thread holds it: for
+// objects whose destructor waits (joins threads, waits for calls or runs in progress), which
+// may be destroyed from Python (the last reference dropped by a Python object's dealloc) or
+// from C++ threads that have never held the GIL.
+template <typename T>
+void delete_without_gil(T* object) {
+  if (Py_IsInitialized() && PyGILState_Check()) {
+    pybind11::gil_scoped_release nogil;
+    delete object;
+  } else {
+    delete object;
+  }
+}
+
+template <typename T>
+struct DeleteWithoutGil {
+  void operator()(T* object) const { delete_without_gil(object); }
+};
 
 }  // namespace fastserve::binding

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bindings/numpy_tensor.h"
+#include "bindings/python_object.h"
 
 namespace py = pybind11;
 using fastserve::tensorflow::Status;
@@ -44,7 +45,10 @@ std::shared_ptr<TensorFlowSession> open_session(const std::string& library_path,
     py::gil_scoped_release released;
     const tensorflow::Api* api = tensorflow::load_tensorflow_api(library_path, &error);
     if (api != nullptr) {
-      session = std::make_shared<TensorFlowSession>(api);
+      // Its destructor closes it (waits for runs in progress): never with the GIL, whoever
+      // drops it last.
+      session = std::shared_ptr<TensorFlowSession>(new TensorFlowSession(api),
+                                                   DeleteWithoutGil<TensorFlowSession>());
       status = session->load(export_dir, tags, config);
     }
   }

@@ -1,9 +1,13 @@
 // One unary gRPC call as the server's handlers see it: the method, the request's bytes, the
 // client's deadline and address, and one way to answer.
 //
-// Threads: every member may be called from any thread without the GIL; none takes the GIL
-// itself (cancel callbacks that need it take it on their own). finish() and cancel() race
-// safely: the first one answers the call, later ones do nothing.
+// Threads: every member may be called from any thread, with or without the GIL; none takes the
+// GIL itself. cancelled(), finished(), finish(), cancel() and on_cancel() take the call's mutex
+// (briefly; no callback runs under it), so Python callers release the GIL around them. cancel()
+// runs the cancel callbacks, and on_cancel() runs its callback at once on a call already
+// cancelled: callbacks that need the GIL take it on their own, so call these with no lock held
+// that a GIL holder may wait for. finish() and cancel() race safely: the first one answers the
+// call, later ones do nothing.
 #pragma once
 
 #include <chrono>

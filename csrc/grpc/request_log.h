@@ -2,7 +2,9 @@
 // (the access log) off the request path: the request thread appends a record, a Python
 // thread drains them in bulk.
 //
-// Threads: add() and drain() may be called from any thread without the GIL; neither takes it.
+// Threads: never touches Python. add(), drain() and dropped() may be called from any thread,
+// with or without the GIL; each takes the log's mutex briefly, so Python callers release the
+// GIL around them.
 #pragma once
 
 #include <cstdint>

@@ -6,10 +6,12 @@
 // on the server's worker pool, where they may wait (take the GIL, run a Python servable).
 // grpc.health.v1.Health is grpc++'s own service, its statuses set with set_health().
 //
-// Threads: start(), shutdown() and set_health() may be called from any thread without the GIL
-// (shutdown() blocks until calls end; callers in Python must release the GIL first, since
-// handlers on the worker pool may need it). Handlers are called without any lock of the
-// server held.
+// Threads: never touches Python itself. route() and set_fallback() are called before start(),
+// on the thread that builds the server. start(), shutdown(), set_health() and calls() may then
+// be called from any thread but a handler's; shutdown() (and the destructor, which shuts down a
+// server still running) blocks until calls end, and handlers on the worker pool may need the
+// GIL, so it must be called without the GIL (the bindings release it, also when Python drops
+// the server). Handlers are called without any lock of the server held.
 #pragma once
 
 #include <atomic>

@@ -1,8 +1,10 @@
 // A fixed set of threads running submitted jobs in order of submission.
 //
-// Threads: submit() and stop() may be called from any thread, with or without the GIL (they
-// never take it). Jobs run on the pool's threads with no lock of the pool held, so a job may
-// take the GIL.
+// Threads: submit() may be called from any thread, with or without the GIL (it never takes
+// it). stop() (and the destructor) may be called from any thread but a pool thread; it waits
+// for the queued jobs and joins the threads, so it must be called without the GIL when jobs
+// may take it. Jobs run on the pool's threads with no lock of the pool held, so a job may take
+// the GIL.
 #pragma once
 
 #include <condition_variable>

@@ -1,8 +1,9 @@
 // What the native Predict path needs of a version to serve it without Python: its signatures
 // (aliases to tensor names and types) and a runner that computes without the GIL.
 //
-// Threads: immutable once built (with the GIL, on a load thread); read from any thread
-// without the GIL. The runner's own rules apply to run().
+// Threads: never touches Python. Immutable once built (with the GIL, on a load thread); read
+// from any thread, with or without the GIL. The runner's own rules apply to run(). Dropping the
+// last reference may destroy the batcher or the session, whose destructors wait: see theirs.
 #pragma once
 
 #include <map>

@@ -5,7 +5,9 @@
 // Threads: load() runs on one thread (a load thread; it may take seconds) before any run().
 // run() may be called from many threads at once, with or without the GIL (callers should not
 // hold it: a run may take long). close() may be called from any thread; it waits for the runs
-// in progress, and later runs fail with FAILED_PRECONDITION. The destructor closes.
+// in progress, and later runs fail with FAILED_PRECONDITION. The destructor closes, so it waits
+// too: whoever drops the last reference must not hold the GIL (the binding's deleter releases
+// it when Python drops it).
 #pragma once
 
 #include <cstdint>

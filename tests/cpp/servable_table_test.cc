@@ -78,6 +78,32 @@ void handle_delays_release() {
   check(released, "waiter released");
 }
 
+// The two-step release a caller holding the GIL uses (handle_object.cc): only the last hold on
+// a removed version has waiters to wake, and they wake once the caller wakes them.
+void deferred_wake() {
+  ServableTable table;
+  table.add("m", 1, make(1));
+  auto kept = table.acquire_latest("m");
+  check(!table.acquire_latest("m").handle.release_deferring_wake(),
+        "a hold on a version in the table has nobody to wake");
+  auto first = table.acquire_latest("m");
+  auto last = table.acquire_latest("m");
+  kept.handle.release();
+  check(table.remove("m", 1), "remove");
+  check(!first.handle.release_deferring_wake(), "not the last hold: nobody to wake");
+  std::atomic<bool> released{false};
+  std::thread waiter([&] {
+    table.wait_until_released("m", 1, -1);
+    released = true;
+  });
+  auto removed = last.handle.release_deferring_wake();
+  check(removed != nullptr, "the last hold on a removed version hands it back to wake");
+  check(!last.handle.release_deferring_wake(), "idempotent");
+  if (removed) removed->wake_waiters();
+  waiter.join();
+  check(released, "the waiter woke");
+}
+
 void readers_and_writers() {
   const int before = alive.load();
   {
@@ -123,6 +149,7 @@ void readers_and_writers() {
 int main() {
   resolution();
   handle_delays_release();
+  deferred_wake();
   readers_and_writers();
   if (failures == 0) std::printf("all servable table checks passed\n");
   return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
