@@ -9,11 +9,11 @@
 
 #include <pybind11/chrono.h>
 
-#include "batch_queue.h"
+#include "batching/batch_queue.h"
 #include "bindings/tensorflow.h"
 #include "bindings/version_payload.h"
-#include "handle_object.h"
-#include "servable_table.h"
+#include "table/handle_object.h"
+#include "table/servable_table.h"
 
 namespace py = pybind11;
 using release_gil = py::call_guard<py::gil_scoped_release>;

@@ -11,8 +11,8 @@ from support import cpp
 
 REPO = Path(__file__).resolve().parents[1]
 PROGRAMS = {
-    "servable_table": (("servable_table.cc",), "all servable table checks passed"),
-    "batch_queue": (("batch_queue.cc",), "all batch queue checks passed"),
+    "servable_table": (("table/servable_table.cc",), "all servable table checks passed"),
+    "batch_queue": (("batching/batch_queue.cc",), "all batch queue checks passed"),
     "snapshot": ((), "all snapshot checks passed"),
     "grpc_parts": (
         (

@@ -15,11 +15,11 @@ import pytest
 from support import cpp, models
 
 SOURCES = (
-    "batch_queue.cc",
+    "batching/batch_queue.cc",
     "batching/native_batcher.cc",
     "runners/tensorflow_api.cc",
     "runners/tensorflow_session.cc",
-    "servable_table.cc",
+    "table/servable_table.cc",
     "tensor/tensor.cc",
 )
 

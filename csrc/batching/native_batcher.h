@@ -26,7 +26,7 @@
 #include <utility>
 #include <vector>
 
-#include "batch_queue.h"
+#include "batching/batch_queue.h"
 #include "runners/tensorflow_session.h"
 #include "tensor/tensor.h"
 

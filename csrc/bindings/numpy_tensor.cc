@@ -2,6 +2,7 @@
 
 #include <memory>
 
+#include <pybind11/gil_safe_call_once.h>
 #include <pybind11/numpy.h>
 
 #include <cstring>
@@ -38,12 +39,17 @@ const char* numpy_name(DataType dtype) {
 
 py::object numpy_module() { return py::module_::import("numpy"); }
 
-// ml_dtypes' bfloat16, imported on first use and kept for the process's life (a static
-// py::object would be released after the interpreter is gone).
+// ml_dtypes' bfloat16, imported on first use and kept for the process's life. Not a plain
+// function-local static: its initialiser imports a module, which may release the GIL, and a
+// second thread would then wait on C++'s static-init guard while holding the GIL the first
+// one needs back (a deadlock); pybind11's call-once store waits without the GIL instead.
 py::dtype bfloat16_dtype() {
-  static PyObject* bfloat16 =
-      py::dtype::from_args(py::module_::import("ml_dtypes").attr("bfloat16")).release().ptr();
-  return py::reinterpret_borrow<py::dtype>(bfloat16);
+  PYBIND11_CONSTINIT static py::gil_safe_call_once_and_store<py::dtype> storage;
+  return storage
+      .call_once_and_store_result([] {
+        return py::dtype::from_args(py::module_::import("ml_dtypes").attr("bfloat16"));
+      })
+      .get_stored();
 }
 
 // numpy's type numbers (NPY_TYPES), stable across numpy 1 and 2. 64-bit integers are NPY_LONG

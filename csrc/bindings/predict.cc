@@ -17,7 +17,7 @@
 #include "bindings/numpy_tensor.h"
 #include "bindings/python_object.h"
 #include "bindings/version_payload.h"
-#include "servable_table.h"
+#include "table/servable_table.h"
 #include "fastserve/predict.pb.h"
 #include "grpc/predict_codec.h"
 #include "grpc/request_log.h"

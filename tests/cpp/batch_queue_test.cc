@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-#include "batch_queue.h"
+#include "batching/batch_queue.h"
 
 using fastserve::Batch;
 using fastserve::BatchOptions;

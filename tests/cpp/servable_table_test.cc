@@ -10,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-#include "servable_table.h"
+#include "table/servable_table.h"
 
 using fastserve::LookupStatus;
 using fastserve::Payload;

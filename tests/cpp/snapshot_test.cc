@@ -1,4 +1,4 @@
-// SnapshotCell (csrc/snapshot.h) alone: built by tests/test_cpp_core.py under ThreadSanitizer
+// SnapshotCell (csrc/table/snapshot.h) alone: built by tests/test_cpp_core.py under ThreadSanitizer
 // and AddressSanitizer. Readers pin values while one writer replaces and frees them: a value
 // freed while a reader still uses it is a use-after-free (ASan) or a race between the reader's
 // reads and the writer's delete (TSan), and each value also counts its pins so that the writer
@@ -15,7 +15,7 @@
 #include <thread>
 #include <vector>
 
-#include "snapshot.h"
+#include "table/snapshot.h"
 
 using fastserve::SnapshotCell;
 

@@ -19,11 +19,12 @@ from fastserve.api.predict import check_predict_request, run_predict
 from fastserve.api.signatures import find_signature
 from fastserve.codecs.warmup_records import (
     ExamplesRecord,
+    MultiInferenceRecord,
     PredictRecord,
     WarmupRequest,
     read_requests,
 )
-from fastserve.errors import ServingError, from_exception
+from fastserve.errors import ServingError, from_exception, unimplemented
 from fastserve.servables.base import Loader, LoadOptions, Servable
 
 log = logging.getLogger("fastserve.warmup")
@@ -159,7 +160,9 @@ def _run(servable: Servable, request: WarmupRequest, check_method_names: bool) -
             request.examples,
             check_method_names=check_method_names,
         )
-    else:
+    elif isinstance(request, MultiInferenceRecord):
         run_multi_inference(
             servable, request.tasks, request.examples, check_method_names=check_method_names
         )
+    else:
+        raise unimplemented(f"Unsupported log_type for warmup: {request.log_type}")

@@ -48,13 +48,20 @@ class MultiInferenceRecord:
     examples: Sequence[bytes] | None
 
 
-WarmupRequest = PredictRecord | ExamplesRecord | MultiInferenceRecord
+@dataclass(frozen=True)
+class UnsupportedRecord:
+    """A log type warmup does not replay (TF Serving fails the load on it)."""
+
+    log_type: str
+
+
+WarmupRequest = PredictRecord | ExamplesRecord | MultiInferenceRecord | UnsupportedRecord
 
 
 def read_requests(warmup_path: str) -> Iterator[WarmupRequest | None]:
     """Each record's request in file order (None for a record without one, which TF Serving
     skips). Raises a ServingError naming the file for an unreadable file, a record that is not
-    a PredictionLog, more than MAX_RECORDS records, or a log type warmup does not take."""
+    a PredictionLog, or more than MAX_RECORDS records."""
     from tensorflow_serving.apis import prediction_log_pb2
 
     for count, record in enumerate(_records(warmup_path), start=1):
@@ -99,7 +106,7 @@ def _request(prediction_log: Any) -> WarmupRequest | None:
             tf_examples.serialize_input(request.input),
         )
     if kind is not None:
-        raise ServingError(Code.UNIMPLEMENTED, f"Unsupported log_type for warmup: {kind}")
+        return UnsupportedRecord(kind)
     return None
 
 

@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "servable_table.h"  // Payload
+#include "table/servable_table.h"  // Payload
 
 namespace fastserve {
 

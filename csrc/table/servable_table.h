@@ -28,7 +28,7 @@
 #include <utility>
 #include <vector>
 
-#include "snapshot.h"
+#include "table/snapshot.h"
 
 namespace fastserve {
 

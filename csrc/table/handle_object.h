@@ -10,7 +10,7 @@
 
 #include <Python.h>
 
-#include "servable_table.h"
+#include "table/servable_table.h"
 
 namespace fastserve::binding {
 

@@ -1,4 +1,4 @@
-#include "batch_queue.h"
+#include "batching/batch_queue.h"
 
 #include <algorithm>
 #include <utility>

@@ -1,4 +1,4 @@
-#include "servable_table.h"
+#include "table/servable_table.h"
 
 #include <algorithm>
 

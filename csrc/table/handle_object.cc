@@ -1,4 +1,4 @@
-#include "handle_object.h"
+#include "table/handle_object.h"
 
 #include "bindings/version_payload.h"
 
