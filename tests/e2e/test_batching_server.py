@@ -13,9 +13,9 @@ import numpy as np
 import tensorflow as tf
 
 from support import models
+from support.requests import predict_request
 from support.server import ServerProcess
 from support.store import ModelStore
-from test_predict import predict_request
 
 # Reports, per row, how many rows the batch it ran in had; sleeps on a negative input.
 ROWS_MODEL = """

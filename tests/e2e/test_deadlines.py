@@ -14,11 +14,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from test_lifecycle import wait_until
 
 from support import models
+from support.lifecycle import wait_until
+from support.requests import predict_request
 from support.server import ServerProcess
-from test_predict import predict_request
 
 RECORDING_MODEL = """
     import time

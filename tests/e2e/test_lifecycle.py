@@ -14,42 +14,10 @@ import pytest
 import tensorflow as tf
 
 from support import models
+from support.lifecycle import slow_model, statuses, wait_until
+from support.requests import X, predict_request
 from support.server import ServerProcess
 from support.store import ModelStore
-from test_predict import X, predict_request
-
-SLOW_MODEL = """
-    import time
-
-    from fastserve.servables.python import signature, tensor
-
-
-    @signature(inputs={"x": tensor("float32", [-1])}, outputs={"y": tensor("float32", [-1])})
-    def serving_default(x):
-        time.sleep(float(x[0]))
-        return {"y": x + VERSION}
-"""
-
-
-def slow_model(path: Path, version: int) -> None:
-    models.python_model(path, SLOW_MODEL.replace("VERSION", str(version)))
-
-
-def statuses(server: ServerProcess, model: str) -> dict[str, tuple[str, str, str]]:
-    answer = server.http.get(f"/v1/models/{model}")
-    assert answer.status_code == 200, answer.text
-    return {
-        s["version"]: (s["state"], s["status"]["error_code"], s["status"]["error_message"])
-        for s in answer.json()["model_version_status"]
-    }
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_new_version_served_under_load_without_a_failed_request(

@@ -10,9 +10,10 @@ import pytest
 from tensorflow_serving.apis import classification_pb2, regression_pb2
 
 from support.prometheus import Scraper, parse, select
+from support.requests import X, predict_request
 from support.server import ServerProcess
 from support.store import ModelStore
-from test_predict import X, predict_request
+from support.warmup import predict_log, write_warmup
 
 MONITORING = 'prometheus_config {\n  enable: true\n  path: "/monitoring/prometheus/metrics"\n}\n'
 PATH = "/monitoring/prometheus/metrics"
@@ -197,8 +198,6 @@ def test_no_metrics_endpoint_without_a_monitoring_config(server: ServerProcess) 
 def test_warmup_latency_is_recorded(
     store: ModelStore, tmp_path: Path, start_server: Callable[..., ServerProcess]
 ) -> None:
-    from test_warmup import predict_log, write_warmup
-
     version = store.install(store.half_plus_two(2.0), tmp_path / "hp" / "1")
     write_warmup(version, [predict_log({"x": X})] * 3)
     config = tmp_path / "monitoring.txt"

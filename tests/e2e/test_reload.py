@@ -11,32 +11,12 @@ import grpc
 import pytest
 from tensorflow_serving.apis import model_management_pb2
 from tensorflow_serving.config import model_server_config_pb2
-from test_lifecycle import SLOW_MODEL, statuses, wait_until
 
 from support import models
+from support.lifecycle import SLOW_MODEL, statuses, wait_until
+from support.reload import config_text, reload_request
 from support.server import ServerProcess
 from support.store import ModelStore
-
-
-def config_text(entries: list[dict]) -> str:
-    blocks = []
-    for entry in entries:
-        lines = [f'name: "{entry["name"]}"', f'base_path: "{entry["base_path"]}"']
-        lines.append(f'model_platform: "{entry.get("platform", "python")}"')
-        if "policy" in entry:
-            lines.append(f"model_version_policy {{ {entry['policy']} }}")
-        for label, version in entry.get("labels", {}).items():
-            lines.append(f'version_labels {{ key: "{label}" value: {version} }}')
-        blocks.append("  config {\n    " + "\n    ".join(lines) + "\n  }")
-    return "model_config_list {\n" + "\n".join(blocks) + "\n}\n"
-
-
-def reload_request(entries: list[dict]) -> model_management_pb2.ReloadConfigRequest:
-    from google.protobuf import text_format
-
-    request = model_management_pb2.ReloadConfigRequest()
-    text_format.Parse(config_text(entries), request.config)
-    return request
 
 
 @pytest.fixture()

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_lifecycle import SLOW_MODEL
 
 from support import models
+from support.lifecycle import SLOW_MODEL
 from support.server import ServerProcess
 
 

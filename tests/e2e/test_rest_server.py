@@ -16,10 +16,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_lifecycle import wait_until
 
 from support import models
 from support.certificates import SERVER_NAME, Certificates, make_certificates, ssl_config_text
+from support.lifecycle import wait_until
 from support.server import ServerProcess
 from support.store import ModelStore
 

@@ -15,8 +15,8 @@ import tensorflow as tf
 from fastserve.config.batching import read_text_proto
 from fastserve.tune import Candidate, Point, Space, better, parse_input, search
 from support import models
+from support.requests import predict_request
 from support.server import FASTSERVE, ServerProcess
-from test_predict import predict_request
 
 DOUBLE_MODEL = """
     from fastserve.servables.python import signature, tensor
