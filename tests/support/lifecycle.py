@@ -11,22 +11,49 @@ from support import models
 from support.server import ServerProcess
 
 # A python model that sleeps x[0] seconds (simulated slow work, so a request is in flight for
-# as long as a test needs) and answers x + VERSION.
+# as long as a test needs) and answers x + VERSION. With a STARTED file, each call appends its
+# x[0] to it as it starts, so a test can wait until its request is running; with a RELEASE
+# file, each call then waits until that file exists, so a test decides when it ends.
 SLOW_MODEL = """
+    import os
     import time
 
     from fastserve.servables.python import signature, tensor
 
+    STARTED = STARTED_PATH
+    RELEASE = RELEASE_PATH
+
 
     @signature(inputs={"x": tensor("float32", [-1])}, outputs={"y": tensor("float32", [-1])})
     def serving_default(x):
+        if STARTED:
+            with open(STARTED, "a") as started:
+                started.write(f"{float(x[0])}\\n")
         time.sleep(float(x[0]))
+        while RELEASE and not os.path.exists(RELEASE):
+            time.sleep(0.01)
         return {"y": x + VERSION}
 """
 
 
-def slow_model(path: Path, version: int) -> None:
-    models.python_model(path, SLOW_MODEL.replace("VERSION", str(version)))
+def slow_model(
+    path: Path, version: int, started: Path | None = None, release: Path | None = None
+) -> None:
+    """SLOW_MODEL answering x + `version` in `path`; each call appends to `started` as it
+    starts (see started_calls), and ends only once `release` exists."""
+    source = SLOW_MODEL.replace("VERSION", str(version))
+    for placeholder, file in (("STARTED_PATH", started), ("RELEASE_PATH", release)):
+        source = source.replace(placeholder, repr(str(file)) if file else "None")
+    models.python_model(path, source)
+
+
+def started_calls(started: Path) -> list[float]:
+    """The x[0] of every call a slow model has started, in order (see slow_model)."""
+    if not started.exists():
+        return []
+    return [
+        float(line) for line in started.read_text().splitlines(keepends=True) if line.endswith("\n")
+    ]
 
 
 def statuses(server: ServerProcess, model: str) -> dict[str, tuple[str, str, str]]:
