@@ -1,5 +1,5 @@
 """The inference API (api/inference.py, predict.py, signatures.py, examples.py) over fakes of the
-Servable contract parts by the real control plane: a ServableTable filled by a Manager that
+Servable contract served by the real control plane: a ServableTable filled by a Manager that
 Models drives from a config, as the server does. Every call must leave no handle behind."""
 
 from __future__ import annotations
