@@ -33,7 +33,7 @@ RECORDING_MODEL = """
     def serving_default(x):
         with CALLS.open("a") as calls:
             calls.write(f"start {float(x[1])}\\n")
-        time.sleep(float(x[0]))
+        time.sleep(float(x[0]))  # simulated slow work
         with CALLS.open("a") as calls:
             calls.write(f"end {float(x[1])}\\n")
         return {"y": x}
