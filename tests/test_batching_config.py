@@ -7,9 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from fastserve.config.batching import from_mapping, read_text_proto
+from fastserve.config.batching import (
+    PER_MODEL_FILE,
+    common_parameters,
+    from_mapping,
+    parameters_for,
+    read_text_proto,
+)
 from fastserve.config.model_server import load_yaml
-from fastserve.errors import ConfigError
+from fastserve.errors import Code, ConfigError, ServingError
 from fastserve.servables.batching_parameters import BatchingParameters
 
 
@@ -163,3 +169,95 @@ def test_yaml_batching_errors(tmp_path: Path, section: str, message: str) -> Non
 
 def test_from_mapping_directly() -> None:
     assert from_mapping({"max_enqueued_batches": 2}, "x") == {"max_enqueued_batches": 2}
+
+
+# --- the server's parameters and each model's ---------------------------------------------------
+
+
+def test_common_parameters_off_on_and_from_a_file(tmp_path: Path) -> None:
+    assert common_parameters(False, "", False) is None
+    assert common_parameters(True, "", False) == BatchingParameters(
+        thread_pool_name="model_server_batch_threads"
+    )
+    path = tmp_path / "batching.config"
+    path.write_text("max_batch_size { value: 8 }\nnum_batch_threads { value: 3 }\n")
+    assert common_parameters(True, str(path), False) == BatchingParameters(
+        max_batch_size=8, num_batch_threads=3
+    )
+    assert common_parameters(True, str(path), True) == BatchingParameters(
+        max_batch_size=8, num_batch_threads=3
+    )
+
+
+@pytest.mark.parametrize(
+    ("enable", "text", "per_model", "message"),
+    [
+        (
+            False,
+            "max_batch_size { value: 8 }\n",
+            False,
+            "server_options.batching_parameters_file is set without setting "
+            "server_options.enable_batching to true.",
+        ),
+        (
+            False,
+            "",
+            True,
+            "--enable_per_model_batching_parameters applies only with --enable_batching",
+        ),
+        (
+            True,
+            "max_batch_size { value: 0 }\n",
+            False,
+            "input_batch_size_limit must be positive; was 0",
+        ),
+    ],
+)
+def test_common_parameters_errors(
+    tmp_path: Path, enable: bool, text: str, per_model: bool, message: str
+) -> None:
+    path = ""
+    if text:
+        (tmp_path / "batching.config").write_text(text)
+        path = str(tmp_path / "batching.config")
+    with pytest.raises(ConfigError) as caught:
+        common_parameters(enable, path, per_model)
+    assert str(caught.value) == message
+
+
+def test_parameters_for_an_unbatched_model_is_none() -> None:
+    assert parameters_for(None, None, False) is None
+
+
+def test_parameters_for_a_model_of_its_own_over_the_servers(tmp_path: Path) -> None:
+    own = parameters_for({"max_batch_size": 4}, None, False)
+    assert own is not None
+    assert own(str(tmp_path)) == BatchingParameters(max_batch_size=4)
+    common = BatchingParameters(num_batch_threads=2, batch_timeout_micros=100)
+    over = parameters_for({"max_batch_size": 4}, common, False)
+    assert over is not None
+    assert over(str(tmp_path)) == BatchingParameters(
+        max_batch_size=4, num_batch_threads=2, batch_timeout_micros=100
+    )
+    servers = parameters_for(None, common, False)
+    assert servers is not None and servers(str(tmp_path)) == common
+
+
+def test_parameters_for_per_model_files(tmp_path: Path) -> None:
+    common = BatchingParameters(num_batch_threads=2, max_batch_size=99)
+    per_version = parameters_for({"max_batch_size": 4}, common, True)
+    assert per_version is not None
+    (tmp_path / "1").mkdir()
+    assert per_version(str(tmp_path / "1")) is None  # no file: that version is not batched
+    (tmp_path / "2").mkdir()
+    (tmp_path / "2" / PER_MODEL_FILE).write_text("max_batch_size { value: 16 }\n")
+    # The file's fields over TF Serving's defaults; only the batch threads are the server's.
+    assert per_version(str(tmp_path / "2")) == BatchingParameters(
+        max_batch_size=16, num_batch_threads=2
+    )
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / PER_MODEL_FILE).write_text("max_batch_size: 16\n")
+    with pytest.raises(ServingError) as caught:
+        per_version(str(tmp_path / "3"))
+    assert caught.value.code == Code.INVALID_ARGUMENT
+    assert str(tmp_path / "3" / PER_MODEL_FILE) in caught.value.message

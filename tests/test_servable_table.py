@@ -104,15 +104,18 @@ def test_a_held_handle_delays_wait_until_released() -> None:
     # The version is out of the table but the handle keeps it alive.
     assert table.handle_count("m", 1) == 1
     assert table.wait_until_released("m", 1, timeout=0.2) is False
-    released = threading.Event()
+    waiting, released = threading.Event(), threading.Event()
 
     def waiter() -> None:
+        waiting.set()
         table.wait_until_released("m", 1)
         released.set()
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    time.sleep(0.2)
+    assert waiting.wait(5)
+    # Held: the waiter cannot have returned, wherever it is (the timed wait above showed that
+    # the wait itself blocks).
     assert not released.is_set()
     assert handle.servable.name == "m1"  # still usable while held
     handle.release()

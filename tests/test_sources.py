@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -52,10 +51,18 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[int, str]]] = []
         self.changed = threading.Event()
+        self._condition = threading.Condition()
 
     def __call__(self, model: str, versions: Mapping[int, str], loader: object) -> None:
-        self.calls.append((model, dict(versions)))
+        with self._condition:
+            self.calls.append((model, dict(versions)))
+            self._condition.notify_all()
         self.changed.set()
+
+    def wait_for(self, call: tuple[str, dict[int, str]], timeout: float = 30) -> bool:
+        """True once the latest call is `call`."""
+        with self._condition:
+            return self._condition.wait_for(lambda: self.calls[-1:] == [call], timeout)
 
 
 def test_poller_reports_aspired_versions_and_problems(tmp_path: Path) -> None:
@@ -90,11 +97,8 @@ def test_poller_polls_on_its_period_and_never_when_negative(tmp_path: Path) -> N
     poller = SourcePoller(source, recorder, poll_wait_seconds=1)
     poller.start()
     (tmp_path / "a" / "2").mkdir()
-    deadline = time.monotonic() + 10
-    while recorder.calls[-1][1] != {2: str(tmp_path / "a" / "2")} and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert recorder.wait_for(("a", {2: str(tmp_path / "a" / "2")}))
     poller.stop()
-    assert recorder.calls[-1] == ("a", {2: str(tmp_path / "a" / "2")})
     never = Recorder()
     assert SourcePoller(source, never, poll_wait_seconds=-1).start() == {}
     assert never.calls == []

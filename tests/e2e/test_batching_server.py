@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from support import models
+from support.lifecycle import wait_until
+from support.prometheus import parse, select
+from support.requests import predict_request
 from support.server import ServerProcess
 from support.store import ModelStore
-from test_predict import predict_request
 
-# Reports, per row, how many rows the batch it ran in had; sleeps on a negative input.
+# Reports, per row, how many rows the batch it ran in had. A batch with a negative input is
+# held until the file RELEASE exists, so a test decides how long it runs.
 ROWS_MODEL = """
+    import os
     import time
 
     import numpy as np
@@ -31,20 +35,43 @@ ROWS_MODEL = """
         outputs={"y": tensor("float32", [-1]), "batch": tensor("int64", [-1])},
     )
     def serving_default(x):
-        if (x < 0).any():
-            time.sleep(float(-x.min()))
+        while (x < 0).any() and not os.path.exists(RELEASE_PATH):
+            time.sleep(0.01)
         return {"y": x * 2, "batch": np.full(len(x), len(x))}
 """
 
 
+def rows_model(path: Path, release: Path) -> None:
+    models.python_model(path, ROWS_MODEL.replace("RELEASE_PATH", repr(str(release))))
+
+
 def rows_config(tmp_path: Path, batching: str = "") -> Path:
-    models.python_model(tmp_path / "rows" / "1", ROWS_MODEL)
+    """The rows model (version 1), whose batches with a negative input are held until
+    tmp_path/release exists; and a config serving it, with `batching`."""
+    rows_model(tmp_path / "rows" / "1", tmp_path / "release")
     config = tmp_path / "models.yaml"
     config.write_text(
         f"models:\n  - name: rows\n    base_path: {tmp_path / 'rows'}\n    model_platform: python\n"
         + batching
     )
     return config
+
+
+METRICS = "/monitoring/prometheus/metrics"
+
+
+def monitoring(tmp_path: Path) -> str:
+    """The flag that turns the metrics on, at METRICS."""
+    path = tmp_path / "monitoring.txt"
+    path.write_text(f'prometheus_config {{\n  enable: true\n  path: "{METRICS}"\n}}\n')
+    return f"--monitoring_config_file={path}"
+
+
+def batching_metric(server: ServerProcess, name: str) -> float:
+    """A batching_session metric: input_batch_size_count counts the tasks queued,
+    wrapped_run_count the batches that began running."""
+    samples = parse(server.http.get(METRICS).text)
+    return select(samples, f":tensorflow:serving:batching_session:{name}")
 
 
 def parameters_file(tmp_path: Path, text: str) -> Path:
@@ -186,7 +213,10 @@ def test_queue_full_and_task_too_large(
     # The batch threads are the server's: one, from the server-wide parameters.
     threads = parameters_file(tmp_path, "num_batch_threads { value: 1 }\n")
     server = start_server(
-        f"--config={config}", "--enable_batching", f"--batching_parameters_file={threads}"
+        f"--config={config}",
+        "--enable_batching",
+        f"--batching_parameters_file={threads}",
+        monitoring(tmp_path),
     )
     too_large = server.http.post("/v1/models/rows:predict", json={"instances": [1.0, 2.0, 3.0]})
     assert (too_large.status_code, too_large.json()) == (
@@ -199,25 +229,25 @@ def test_queue_full_and_task_too_large(
     def post(values: list[float]) -> None:
         server.http.post("/v1/models/rows:predict", json={"instances": values})
 
-    slow = threading.Thread(target=post, args=([-2.0, -2.0],))
+    slow = threading.Thread(target=post, args=([-1.0, -1.0],))
     slow.start()
-    time.sleep(0.5)
-    waiting = threading.Thread(target=post, args=([-0.5, -0.5],))
+    wait_until(lambda: batching_metric(server, "wrapped_run_count") == 1, what="a running batch")
+    queued = batching_metric(server, "input_batch_size_count")
+    waiting = threading.Thread(target=post, args=([-1.0, -1.0],))
     waiting.start()
+    wait_until(
+        lambda: batching_metric(server, "input_batch_size_count") == queued + 1,
+        what="a waiting batch",
+    )
     refused: list[tuple[int, dict]] = []
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not refused:
-        response = None
-        try:
-            server.prediction.Predict(
-                predict_request("rows", {"x": np.array([1.0, 1.0], np.float32)}), timeout=1
-            )
-        except grpc.RpcError as error:
-            response = error
-        if response is not None and response.code() == grpc.StatusCode.UNAVAILABLE:
-            refused.append((response.code().value[0], {"error": response.details()}))
-            answer = server.http.post("/v1/models/rows:predict", json={"instances": [1.0, 1.0]})
-            refused.append((answer.status_code, answer.json()))
+    with pytest.raises(grpc.RpcError) as caught:
+        server.prediction.Predict(
+            predict_request("rows", {"x": np.array([1.0, 1.0], np.float32)}), timeout=30
+        )
+    refused.append((caught.value.code().value[0], {"error": caught.value.details()}))
+    answer = server.http.post("/v1/models/rows:predict", json={"instances": [1.0, 1.0]})
+    refused.append((answer.status_code, answer.json()))
+    (tmp_path / "release").touch()
     slow.join()
     waiting.join()
     message = (
@@ -303,7 +333,10 @@ def test_unloading_a_version_drains_its_queue(
     config = rows_config(tmp_path, "    batching: {max_batch_size: 1, max_enqueued_batches: 100}\n")
     threads = parameters_file(tmp_path, "num_batch_threads { value: 1 }\n")
     server = start_server(
-        f"--config={config}", "--enable_batching", f"--batching_parameters_file={threads}"
+        f"--config={config}",
+        "--enable_batching",
+        f"--batching_parameters_file={threads}",
+        monitoring(tmp_path),
     )
     results: list[object] = []
 
@@ -311,22 +344,23 @@ def test_unloading_a_version_drains_its_queue(
         answer = server.http.post("/v1/models/rows/versions/1:predict", json={"instances": [value]})
         results.append((answer.status_code, answer.json()))
 
-    callers = [threading.Thread(target=call, args=(v,)) for v in (-3.0, 1.0, 2.0, 3.0)]
-    for caller in callers:
+    # The held request occupies the one batch thread; the three others wait in the queue.
+    callers = [threading.Thread(target=call, args=(v,)) for v in (-1.0, 1.0, 2.0, 3.0)]
+    callers[0].start()
+    wait_until(lambda: batching_metric(server, "wrapped_run_count") == 1, what="a running batch")
+    for caller in callers[1:]:
         caller.start()
-        time.sleep(0.05)
+    wait_until(lambda: batching_metric(server, "input_batch_size_count") == 4, what="4 queued")
     # Version 2 replaces version 1 while version 1's queue still holds requests.
-    models.python_model(tmp_path / "staged", ROWS_MODEL)
+    rows_model(tmp_path / "staged", tmp_path / "release")
     (tmp_path / "staged").rename(tmp_path / "rows" / "2")
     # Version 1 is unloading but waits for what its queue holds.
-    deadline = time.monotonic() + 30
-    while "model=rows version=1 state=UNLOADING" not in server.output:
-        assert time.monotonic() < deadline, server.output
-        time.sleep(0.05)
-    assert len(results) < 4
+    wait_until(lambda: "model=rows version=1 state=UNLOADING" in server.output, what="v1 UNLOADING")
+    assert results == []
+    (tmp_path / "release").touch()
     for caller in callers:
         caller.join(60)
     assert sorted(results, key=str) == sorted(
-        [(200, {"predictions": [{"y": 2 * v, "batch": 1}]}) for v in (-3.0, 1.0, 2.0, 3.0)],
+        [(200, {"predictions": [{"y": 2 * v, "batch": 1}]}) for v in (-1.0, 1.0, 2.0, 3.0)],
         key=str,
     )

@@ -12,9 +12,9 @@ import pytest
 import tensorflow as tf
 
 from fastserve.tune.processes import FastserveProcess
+from support.requests import X, predict_request
 from support.server import FASTSERVE, ServerProcess, free_port
 from support.store import ModelStore
-from test_predict import X, predict_request
 
 REPO = Path(__file__).resolve().parents[2]
 

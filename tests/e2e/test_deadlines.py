@@ -14,11 +14,11 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from test_lifecycle import wait_until
 
 from support import models
+from support.lifecycle import wait_until
+from support.requests import predict_request
 from support.server import ServerProcess
-from test_predict import predict_request
 
 RECORDING_MODEL = """
     import time
@@ -33,7 +33,7 @@ RECORDING_MODEL = """
     def serving_default(x):
         with CALLS.open("a") as calls:
             calls.write(f"start {float(x[1])}\\n")
-        time.sleep(float(x[0]))
+        time.sleep(float(x[0]))  # simulated slow work
         with CALLS.open("a") as calls:
             calls.write(f"end {float(x[1])}\\n")
         return {"y": x}

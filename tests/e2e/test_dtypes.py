@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 
 from support import models
+from support.requests import predict_request
 from support.server import ServerProcess
-from test_predict import predict_request
 
 DTYPES = {
     "f16": ("float16", np.float16),

@@ -10,8 +10,8 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
+from support.requests import X, predict_request
 from support.server import ServerProcess
-from test_predict import X, predict_request
 
 
 def grpc_error(server: ServerProcess, request: predict_pb2.PredictRequest) -> grpc.RpcError:

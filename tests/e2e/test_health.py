@@ -9,10 +9,10 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from test_lifecycle import wait_until
-from test_reload import reload_request
 
 from support import models
+from support.lifecycle import wait_until
+from support.reload import reload_request
 from support.server import ServerProcess
 from support.store import ModelStore
 

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from test_lifecycle import wait_until
 
+from support.lifecycle import wait_until
+from support.requests import X, predict_request
 from support.server import ServerProcess
 from support.store import ModelStore
-from test_predict import X, predict_request
 
 
 def _echo_config(store: ModelStore, tmp_path: Path) -> Path:

@@ -9,10 +9,12 @@ import grpc
 import pytest
 from tensorflow_serving.apis import classification_pb2, regression_pb2
 
+from support import tools
 from support.prometheus import Scraper, parse, select
+from support.requests import X, predict_request
 from support.server import ServerProcess
 from support.store import ModelStore
-from test_predict import X, predict_request
+from support.warmup import predict_log, write_warmup
 
 MONITORING = 'prometheus_config {\n  enable: true\n  path: "/monitoring/prometheus/metrics"\n}\n'
 PATH = "/monitoring/prometheus/metrics"
@@ -128,16 +130,25 @@ def test_metrics_endpoint_path_is_exact(monitored: ServerProcess) -> None:
     assert answer.text == f"Unexpected path: {PATH}?x=1. Should be {PATH}"
 
 
-@pytest.fixture()
-def scraper(monitored: ServerProcess, tmp_path: Path) -> Iterator[Scraper]:
-    scraping = Scraper(f"127.0.0.1:{monitored.rest_port}", PATH, tmp_path)
+@pytest.fixture(
+    params=[
+        pytest.param(True, id="prometheus-server"),
+        pytest.param(False, id="prometheus-client-parser"),
+    ]
+)
+def scraper(
+    request: pytest.FixtureRequest, monitored: ServerProcess, tmp_path: Path
+) -> Iterator[Scraper]:
+    """A real Prometheus server scraping fastserve (skipped, naming the Debian package, where
+    it is not installed), and prometheus-client's parser reading the endpoint (always)."""
+    if request.param:
+        tools.require("prometheus")
+    scraping = Scraper(f"127.0.0.1:{monitored.rest_port}", PATH, tmp_path, real=request.param)
     yield scraping
     scraping.close()
 
 
 def test_prometheus_scrapes_the_counts(monitored: ServerProcess, scraper: Scraper) -> None:
-    """A real Prometheus server scrapes fastserve (prometheus-client's parser reads it
-    where Debian's prometheus package is not installed)."""
     _send_traffic(monitored)
     count = ":tensorflow:serving:request_count"
     assert scraper.wait_for(11, count, model_name="hp", status="OK") == 11, scraper.kind
@@ -197,8 +208,6 @@ def test_no_metrics_endpoint_without_a_monitoring_config(server: ServerProcess) 
 def test_warmup_latency_is_recorded(
     store: ModelStore, tmp_path: Path, start_server: Callable[..., ServerProcess]
 ) -> None:
-    from test_warmup import predict_log, write_warmup
-
     version = store.install(store.half_plus_two(2.0), tmp_path / "hp" / "1")
     write_warmup(version, [predict_log({"x": X})] * 3)
     config = tmp_path / "monitoring.txt"

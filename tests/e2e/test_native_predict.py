@@ -16,8 +16,8 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
+from support.requests import predict_request
 from support.server import ServerProcess
-from test_predict import predict_request
 
 
 @pytest.fixture(scope="module")

@@ -9,37 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from google.protobuf import wrappers_pb2
-from tensorflow_serving.apis import predict_pb2
 
 from support import models
+from support.requests import X, predict_request
 from support.server import ServerProcess
-
-
-def predict_request(
-    name: str,
-    inputs: dict[str, np.ndarray],
-    *,
-    version: int | None = None,
-    label: str | None = None,
-    signature: str = "",
-    output_filter: tuple[str, ...] = (),
-) -> predict_pb2.PredictRequest:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = name
-    if version is not None:
-        request.model_spec.version.CopyFrom(wrappers_pb2.Int64Value(value=version))
-    if label is not None:
-        request.model_spec.version_label = label
-    if signature:
-        request.model_spec.signature_name = signature
-    for key, value in inputs.items():
-        request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
-    request.output_filter.extend(output_filter)
-    return request
-
-
-X = np.array([1.0, 2.0, 5.0], dtype=np.float32)
 
 
 def test_grpc_predict_latest_version(server: ServerProcess) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,32 +10,11 @@ import grpc
 import pytest
 from tensorflow_serving.apis import model_management_pb2
 from tensorflow_serving.config import model_server_config_pb2
-from test_lifecycle import SLOW_MODEL, statuses, wait_until
 
-from support import models
+from support.lifecycle import slow_model, started_calls, statuses, wait_until
+from support.reload import config_text, reload_request
 from support.server import ServerProcess
 from support.store import ModelStore
-
-
-def config_text(entries: list[dict]) -> str:
-    blocks = []
-    for entry in entries:
-        lines = [f'name: "{entry["name"]}"', f'base_path: "{entry["base_path"]}"']
-        lines.append(f'model_platform: "{entry.get("platform", "python")}"')
-        if "policy" in entry:
-            lines.append(f"model_version_policy {{ {entry['policy']} }}")
-        for label, version in entry.get("labels", {}).items():
-            lines.append(f'version_labels {{ key: "{label}" value: {version} }}')
-        blocks.append("  config {\n    " + "\n    ".join(lines) + "\n  }")
-    return "model_config_list {\n" + "\n".join(blocks) + "\n}\n"
-
-
-def reload_request(entries: list[dict]) -> model_management_pb2.ReloadConfigRequest:
-    from google.protobuf import text_format
-
-    request = model_management_pb2.ReloadConfigRequest()
-    text_format.Parse(config_text(entries), request.config)
-    return request
 
 
 @pytest.fixture()
@@ -96,14 +74,15 @@ def test_reload_adds_removes_and_relabels_models(
 def test_reload_removing_a_model_lets_in_flight_requests_finish(
     tmp_path: Path, start_server: Callable[..., ServerProcess]
 ) -> None:
-    models.python_model(tmp_path / "slow" / "1", SLOW_MODEL.replace("VERSION", "5"))
+    started = tmp_path / "started.txt"
+    slow_model(tmp_path / "slow" / "1", 5, started)
     config = tmp_path / "models.config"
     config.write_text(config_text([{"name": "slow", "base_path": tmp_path / "slow"}]))
     server = start_server(f"--model_config_file={config}")
     results: list[object] = []
     caller = threading.Thread(target=lambda: results.append(predict(server, "slow", 2.0)))
     caller.start()
-    time.sleep(0.5)
+    wait_until(lambda: started_calls(started) == [2.0], what="the call to start")
     request = model_management_pb2.ReloadConfigRequest()
     request.config.model_config_list.SetInParent()
     assert (

@@ -7,15 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_lifecycle import SLOW_MODEL
 
-from support import models
+from support.lifecycle import slow_model
 from support.server import ServerProcess
 
 
 @pytest.fixture()
 def slow_config(tmp_path: Path) -> Path:
-    models.python_model(tmp_path / "slow" / "1", SLOW_MODEL.replace("VERSION", "1"))
+    slow_model(tmp_path / "slow" / "1", 1)
     config = tmp_path / "models.yaml"
     config.write_text(
         f"models:\n  - {{name: slow, base_path: {tmp_path / 'slow'}, model_platform: python}}\n"

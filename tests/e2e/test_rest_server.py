@@ -10,16 +10,15 @@ import socket
 import ssl
 import struct
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from test_lifecycle import wait_until
 
 from support import models
 from support.certificates import SERVER_NAME, Certificates, make_certificates, ssl_config_text
+from support.lifecycle import slow_model, started_calls, wait_until
 from support.server import ServerProcess
 from support.store import ModelStore
 
@@ -208,18 +207,30 @@ def test_uvicorn_is_the_default_without_tls(server: ServerProcess) -> None:
 
 @pytest.mark.parametrize("name", SERVERS)
 def test_sigterm_drains_in_flight_rest_requests(
-    name: str, config: Path, start_server: Callable[..., ServerProcess]
+    name: str, tmp_path: Path, start_server: Callable[..., ServerProcess]
 ) -> None:
-    """SIGTERM with 16 REST requests in flight (more than the worker threads): every one is
-    answered, the signal reached fastserve's own handler, and the process exits 0."""
-    server = start_server(f"--config={config}", f"--rest_server={name}")
+    """SIGTERM with 16 REST requests running: every one is answered, the signal reached
+    fastserve's own handler, and the process exits 0.
+
+    Every request runs at once (16 worker threads), so that the test can see, in the model,
+    that all of them arrived before it sends the signal; the model holds them all until the
+    server has begun shutting down."""
+    started, release = tmp_path / "started.txt", tmp_path / "release"
+    slow_model(tmp_path / "slow" / "1", 0, started, release)
+    config = tmp_path / "models.yaml"
+    config.write_text(
+        f"models:\n  - {{name: slow, base_path: {tmp_path / 'slow'}, model_platform: python}}\n"
+    )
+    server = start_server(
+        f"--config={config}", f"--rest_server={name}", "--rest_api_num_threads=16"
+    )
     client = server.http  # made once, before the callers share it
     assert client.get("/v1/models/slow").status_code == 200
     statuses: list[object] = []
 
     def call() -> None:
         try:
-            answer = client.post("/v1/models/slow:predict", json={"instances": [2.0]})
+            answer = client.post("/v1/models/slow:predict", json={"instances": [0.0]})
             statuses.append(answer.status_code)
         except httpx.HTTPError as error:
             statuses.append(error)
@@ -227,8 +238,11 @@ def test_sigterm_drains_in_flight_rest_requests(
     callers = [threading.Thread(target=call) for _ in range(16)]
     for caller in callers:
         caller.start()
-    time.sleep(1.5)  # every request sent; the first ones running, the rest queued
+    wait_until(lambda: len(started_calls(started)) == 16, what="all 16 calls to start")
     server.process.send_signal(15)
+    wait_until(lambda: "received SIGTERM; shutting down" in server.output, what="SIGTERM")
+    assert statuses == []
+    release.touch()
     for caller in callers:
         caller.join(60)
     assert server.wait(60) == 0

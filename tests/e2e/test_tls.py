@@ -21,9 +21,9 @@ from support.certificates import (
     quoted,
     ssl_config_text,
 )
+from support.requests import X, predict_request
 from support.server import ServerProcess
 from support.store import ModelStore
-from test_predict import X, predict_request
 
 EXPECTED = [2.5, 3.0, 4.5]  # half_plus_two of X
 

@@ -3,6 +3,7 @@ no timing asserted)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,8 +16,8 @@ import tensorflow as tf
 from fastserve.config.batching import read_text_proto
 from fastserve.tune import Candidate, Point, Space, better, parse_input, search
 from support import models
+from support.requests import predict_request
 from support.server import FASTSERVE, ServerProcess
-from test_predict import predict_request
 
 DOUBLE_MODEL = """
     from fastserve.servables.python import signature, tensor
@@ -57,13 +58,25 @@ def python_config(tmp_path: Path, source: str = DOUBLE_MODEL) -> Path:
     return config
 
 
-def tune(*args: str) -> subprocess.CompletedProcess[str]:
+def tune(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [FASTSERVE, "tune", *args],
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
+
+
+def without_matplotlib(tmp_path: Path) -> dict[str, str]:
+    """An environment in which `import matplotlib` fails, as where it is not installed: a
+    package of that name that raises ImportError comes first on the path."""
+    hiding = tmp_path / "hide_matplotlib" / "matplotlib"
+    hiding.mkdir(parents=True)
+    (hiding / "__init__.py").write_text(
+        "raise ImportError(\"No module named 'matplotlib' (hidden by the test)\")\n"
+    )
+    return {**os.environ, "PYTHONPATH": str(hiding.parent)}
 
 
 # A budget of 0 measures the batching-off reference and exactly one candidate.
@@ -131,6 +144,8 @@ def test_input_flag_parses_name_shape_and_type() -> None:
 def test_tune_writes_parameters_that_parse_and_serve(
     tmp_path: Path, start_server: Callable[..., ServerProcess]
 ) -> None:
+    """Without matplotlib (hidden, whether installed or not), --plot says so and the rest of
+    the work is done."""
     config = python_config(tmp_path)
     output = tmp_path / "batching_parameters.txt"
     plot = tmp_path / "tune.png"
@@ -140,6 +155,7 @@ def test_tune_writes_parameters_that_parse_and_serve(
         "--p99_ms=600000",
         f"--output={output}",
         f"--plot={plot}",
+        env=without_matplotlib(tmp_path),
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "batching off (reference)" in done.stdout and "**chosen**" in done.stdout
@@ -151,12 +167,8 @@ def test_tune_writes_parameters_that_parse_and_serve(
         "max_enqueued_batches": 10,
         "num_batch_threads": 1,
     }
-    try:
-        import matplotlib  # noqa: F401
-
-        assert plot.stat().st_size > 0
-    except ImportError:
-        assert "matplotlib is not installed" in done.stdout
+    assert "matplotlib is not installed: no plot (pip install matplotlib)" in done.stdout
+    assert not plot.exists()
 
     server = start_server(
         f"--model_config_file={config}",
@@ -166,6 +178,21 @@ def test_tune_writes_parameters_that_parse_and_serve(
     x = np.ones((2, 4), np.float32)
     response = server.prediction.Predict(predict_request("double", {"x": x}), timeout=30)
     assert tf.make_ndarray(response.outputs["y"]).tolist() == (x * 2).tolist()
+
+
+def test_tune_plots_the_sweep_with_matplotlib(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib is not installed: pip install matplotlib")
+    plot = tmp_path / "tune.png"
+    done = tune(
+        f"--model_config_file={python_config(tmp_path)}",
+        *ONE_POINT,
+        "--p99_ms=600000",
+        f"--output={tmp_path / 'batching_parameters.txt'}",
+        f"--plot={plot}",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"plot: {plot}" in done.stdout
+    assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_tune_exits_1_when_no_setting_meets_the_target(tmp_path: Path) -> None:

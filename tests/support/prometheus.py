@@ -1,10 +1,10 @@
 """Reading fastserve's metrics as a monitoring system would.
 
-`Scraper` is a real Prometheus server (Debian's `prometheus` package) started on loopback
-with a generated config that scrapes fastserve every second, queried through its HTTP API.
-Where that binary is not installed, `Scraper` reads the endpoint itself and evaluates the
-same selectors with prometheus-client's parser, so the tests check the same counts either
-way; `Scraper.kind` says which one ran.
+`Scraper(real=True)` is a real Prometheus server (Debian's `prometheus` package) started on
+loopback with a generated config that scrapes fastserve every second, queried through its HTTP
+API. `Scraper(real=False)` reads the endpoint itself and evaluates the same selectors with
+prometheus-client's parser. Tests choose one and say so: the real one skips, naming the
+package, where the binary is not installed.
 """
 
 from __future__ import annotations
@@ -47,12 +47,13 @@ def select(
 
 
 class Scraper:
-    def __init__(self, target: str, path: str, workdir: Path) -> None:
+    def __init__(self, target: str, path: str, workdir: Path, *, real: bool) -> None:
         self.target = target
         self.path = path
         self._process: ServerProcess | None = None
-        self.kind = "prometheus" if PROMETHEUS else "prometheus-client parser"
-        if PROMETHEUS:
+        self.kind = "prometheus" if real else "prometheus-client parser"
+        if real:
+            assert PROMETHEUS, "the prometheus binary is not installed"
             self.port = free_port()
             config = workdir / "prometheus.yml"
             config.write_text(
