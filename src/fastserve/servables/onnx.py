@@ -161,13 +161,18 @@ def _text(item: bytes | str) -> str:
     return item.decode("utf-8") if isinstance(item, bytes) else item
 
 
-def _from_onnx(array: Any) -> np.ndarray:
-    """onnxruntime's strings (str) as fastserve's (bytes)."""
+def _from_onnx(array: Any, info: TensorInfo) -> np.ndarray:
+    """onnxruntime's output as the signature's dtype: strings (str) as bytes, and int64 as
+    numpy's int64 type (onnxruntime hands out longlong, equal to it but another scalar type,
+    which encoders that know numpy's int64 do not take)."""
     array = np.asarray(array)
-    if array.dtype.kind in ("O", "U"):
+    if info.dtype is DType.DT_STRING:
         encode = np.vectorize(lambda item: str(item).encode("utf-8"), otypes=[object])
         return encode(array) if array.size else array.astype(object)
-    return array
+    want = info.dtype.numpy
+    if array.dtype.type is want.type:
+        return array
+    return array.view(want) if array.dtype == want else array.astype(want)
 
 
 class OnnxServable(Servable):
@@ -214,7 +219,10 @@ class OnnxServable(Servable):
             produced = self._session.run(fetches, feeds)
         except Exception as error:  # onnxruntime raises its own exception types
             raise _status(error) from None
-        return {name: _from_onnx(array) for name, array in zip(output_names, produced, strict=True)}
+        return {
+            name: _from_onnx(array, signature.outputs[name])
+            for name, array in zip(output_names, produced, strict=True)
+        }
 
     def unload(self) -> None:
         # onnxruntime frees the session's memory when the last reference goes.
