@@ -16,6 +16,7 @@ import pytest
 
 from fastserve.servables import GROUP, loader_for, platforms
 from fastserve.servables.base import LoadOptions
+from support.server import ServerProcess
 
 KIND = """
 import numpy as np
@@ -151,3 +152,21 @@ def test_a_platform_registered_twice_is_refused_when_it_loads(tmp_path: Path) ->
     assert found["message"].startswith("model_platform constant is registered by more than one")
     assert "thirdparty (thirdparty_kind:ConstantLoader)" in found["message"]
     assert "otherparty (otherparty_kind:ConstantLoader)" in found["message"]
+
+
+def test_the_server_serves_a_third_party_kind(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    install_kind(site, "thirdparty", {"constant": "thirdparty_kind:ConstantLoader"})
+    (tmp_path / "answer" / "1").mkdir(parents=True)
+    config = tmp_path / "models.config"
+    config.write_text(
+        'model_config_list { config { name: "answer" '
+        f'base_path: "{tmp_path / "answer"}" model_platform: "constant" }} }}\n'
+    )
+    server = ServerProcess([f"--model_config_file={config}"], env={"PYTHONPATH": str(site)}).ready()
+    try:
+        answer = server.http.post("/v1/models/answer:predict", json={"instances": [1.0, 2.0]})
+        assert (answer.status_code, answer.json()) == (200, {"predictions": [42.0, 42.0]})
+    finally:
+        assert server.terminate() == 0, server.output
