@@ -101,6 +101,16 @@ def test_text_proto_errors(tmp_path: Path, text: str, message: str) -> None:
     assert message in str(caught.value)
 
 
+def test_every_registered_platform_is_accepted(tmp_path: Path) -> None:
+    entries = "\n".join(
+        f'  config {{ name: "{p}" base_path: "/m/{p}" model_platform: "{p}" }}'
+        for p in ("tensorflow", "python", "onnx")
+    )
+    path = write(tmp_path, "models.config", f"model_config_list {{\n{entries}\n}}\n")
+    loaded = load_text_proto(path)
+    assert [m.model_platform for m in loaded.models] == ["tensorflow", "python", "onnx"]
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_text_proto(str(tmp_path / "nope.config"))
@@ -153,8 +163,9 @@ models:
         ("models:\n  - name: a\n    base_pth: a\n", ":3: models[0].base_pth: unknown field"),
         ("models:\n  - name: a\n", ":2: models[0]: missing field base_path"),
         (
-            "models:\n  - name: a\n    base_path: a\n    model_platform: onnx\n",
-            ":4: models[0].model_platform: unsupported platform 'onnx'",
+            "models:\n  - name: a\n    base_path: a\n    model_platform: torch\n",
+            ":4: models[0].model_platform: unsupported platform 'torch' (expected one of: "
+            "onnx, python, tensorflow)",
         ),
         (
             "models:\n  - name: a\n    base_path: a\n    model_version_policy: {latest: {num_versions: 0}}\n",

@@ -161,8 +161,8 @@ def test_bad_yaml_names_file_line_and_field(tmp_path: Path) -> None:
             "Expected model a to have an absolute path or URI; got base_path()=relative/a",
         ),
         (
-            'model_config_list { config { name: "a" base_path: "/x" model_platform: "onnx" } }',
-            "Model a requests unsupported platform onnx",
+            'model_config_list { config { name: "a" base_path: "/x" model_platform: "torch" } }',
+            "Model a requests unsupported platform torch",
         ),
     ],
 )

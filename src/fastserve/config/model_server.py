@@ -17,7 +17,7 @@ import yaml
 from fastserve.core.models import ModelConfig
 from fastserve.core.policies import All, Latest, Specific, VersionPolicy
 from fastserve.errors import ConfigError
-from fastserve.servables import PLATFORMS
+from fastserve.servables import platforms
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def validate_models(models: list[ModelConfig], source: str) -> None:
         seen.add(model.name)
         if not model.name:
             raise _at(source, "a model has an empty name")
-        if model.model_platform not in PLATFORMS:
+        if model.model_platform not in platforms():
             raise _at(
                 source,
                 f"Model {model.name} requests unsupported platform {model.model_platform}",
@@ -237,9 +237,9 @@ def _yaml_model(at: _At, directory: str) -> ModelConfig:
     if not _has_scheme(base_path):
         base_path = os.path.normpath(os.path.join(directory, base_path))
     platform = _string(fields["model_platform"]) if "model_platform" in fields else "tensorflow"
-    if platform not in PLATFORMS:
+    if platform not in platforms():
         raise fields["model_platform"].fail(
-            f"unsupported platform {platform!r} (expected one of: {', '.join(PLATFORMS)})"
+            f"unsupported platform {platform!r} (expected one of: {', '.join(platforms())})"
         )
     batching = None
     if "batching" in fields:
