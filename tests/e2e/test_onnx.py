@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
-from test_lifecycle import statuses, wait_until
 
 from support import onnx_models
+from support.lifecycle import statuses, wait_until
 from support.prometheus import parse, select
+from support.requests import predict_request
 from support.server import ServerProcess
-from test_predict import predict_request
 
 MONITORING = 'prometheus_config {\n  enable: true\n  path: "/monitoring/prometheus/metrics"\n}\n'
 
