@@ -142,3 +142,15 @@ def test_a_batched_version_never_runs_on_the_event_loop_whatever_the_latest_is(
     with ThreadPoolExecutor(2) as pool:
         sizes = list(pool.map(lambda _: batched(), range(2)))
     assert sizes == [[2.0], [2.0]]
+
+
+def test_the_cpu_clock_is_read_only_for_kinds_not_clearly_quick() -> None:
+    policy = InlinePolicy(0.0005)
+    assert policy.measures_cpu(KEY)  # nothing known yet
+    policy.observe(KEY, 0.0001, 0.0001)
+    assert not policy.measures_cpu(KEY)  # averages under a quarter of the threshold
+    policy.observe(KEY, 0.0001, 0.0)  # observed unmeasured: all its wall time counts as waiting
+    assert policy.allows(KEY)
+    for _ in range(5):
+        policy.observe(KEY, 0.0004, 0.0004)
+    assert policy.measures_cpu(KEY)
