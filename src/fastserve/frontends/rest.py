@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote
 
 import orjson
@@ -72,8 +73,7 @@ class RestOptions:
 # --- the routes' functions ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class ModelPath:
+class ModelPath(NamedTuple):
     """The model a REST path names: a version number, a label, or neither (the latest)."""
 
     name: str
