@@ -8,13 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from fastserve.frontends.rest import _InlinePolicy
+from fastserve.frontends.rest_inline import InlinePolicy
 
 KEY = ("model", "predict")
 
 
 def test_a_kind_runs_inline_only_after_quick_runs() -> None:
-    policy = _InlinePolicy(0.0005)
+    policy = InlinePolicy(0.0005)
     assert not policy.allows(KEY)  # the first request of a kind goes to a worker thread
     policy.observe(KEY, 0.0001, 0.0001)
     assert policy.allows(KEY)
@@ -22,7 +22,7 @@ def test_a_kind_runs_inline_only_after_quick_runs() -> None:
 
 
 def test_a_slow_run_moves_its_kind_back_to_the_threads_until_runs_are_quick_again() -> None:
-    policy = _InlinePolicy(0.0005)
+    policy = InlinePolicy(0.0005)
     policy.observe(KEY, 0.0001, 0.0001)
     policy.observe(KEY, 0.050, 0.050)
     assert not policy.allows(KEY)
@@ -32,20 +32,20 @@ def test_a_slow_run_moves_its_kind_back_to_the_threads_until_runs_are_quick_agai
 
 
 def test_work_that_waits_rather_than_computes_stays_on_the_threads() -> None:
-    policy = _InlinePolicy(0.0005)
+    policy = InlinePolicy(0.0005)
     policy.observe(KEY, 0.0004, 0.00005)  # quick, but mostly waiting on something else
     assert not policy.allows(KEY)
 
 
 def test_zero_turns_inlining_off_and_keys_are_bounded() -> None:
-    off = _InlinePolicy(0.0)
+    off = InlinePolicy(0.0)
     off.observe(KEY, 0.0, 0.0)
     assert not off.allows(KEY)
-    policy = _InlinePolicy(0.0005)
-    for index in range(_InlinePolicy._MAX_KEYS + 5):
+    policy = InlinePolicy(0.0005)
+    for index in range(InlinePolicy._MAX_KEYS + 5):
         policy.observe((f"m{index}", "predict"), 0.0001, 0.0001)
     assert policy.allows(("m0", "predict"))
-    assert not policy.allows((f"m{_InlinePolicy._MAX_KEYS + 1}", "predict"))
+    assert not policy.allows((f"m{InlinePolicy._MAX_KEYS + 1}", "predict"))
 
 
 THREAD_MODEL = """
@@ -142,3 +142,15 @@ def test_a_batched_version_never_runs_on_the_event_loop_whatever_the_latest_is(
     with ThreadPoolExecutor(2) as pool:
         sizes = list(pool.map(lambda _: batched(), range(2)))
     assert sizes == [[2.0], [2.0]]
+
+
+def test_the_cpu_clock_is_read_only_for_kinds_not_clearly_quick() -> None:
+    policy = InlinePolicy(0.0005)
+    assert policy.measures_cpu(KEY)  # nothing known yet
+    policy.observe(KEY, 0.0001, 0.0001)
+    assert not policy.measures_cpu(KEY)  # averages under a quarter of the threshold
+    policy.observe(KEY, 0.0001, 0.0)  # observed unmeasured: all its wall time counts as waiting
+    assert policy.allows(KEY)
+    for _ in range(5):
+        policy.observe(KEY, 0.0004, 0.0004)
+    assert policy.measures_cpu(KEY)

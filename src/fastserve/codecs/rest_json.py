@@ -284,12 +284,14 @@ def to_array(value: Any, dtype: DType, *, booleans_possible: bool = True) -> np.
     if raw.size and kind in "iuf":
         limit = _FLOAT_EXACT_INT.get(dtype)
         if kind == "f":
-            finite = raw[np.isfinite(raw)]
-            largest = float(np.abs(finite).max()) if finite.size else 0.0
             # Past the exact-integer limit a leaf may be an integer that loses precision, or a
             # double outside a float's range: only the walk can tell which, and quote it.
-            if limit is not None and largest > limit:
-                return _walked(value, dtype)
+            # Non-finite leaves pass, so they are set aside only when the bound is not met.
+            if limit is not None and not float(np.abs(raw).max()) <= limit:
+                finite = raw[np.isfinite(raw)]
+                largest = float(np.abs(finite).max()) if finite.size else 0.0
+                if largest > limit:
+                    return _walked(value, dtype)
         else:
             low, high = int(raw.min()), int(raw.max())
             bounds = _INT_RANGES.get(dtype)
@@ -471,10 +473,41 @@ def jsonable(array: np.ndarray, name: str) -> Any:
     return np.ascontiguousarray(array)
 
 
+# The dtypes orjson writes from an array as the general path writes them (native byte order).
+_NUMPY_WRITES = frozenset(
+    np.dtype(name)
+    for name in (
+        "float64",
+        "float32",
+        "int64",
+        "int32",
+        "int16",
+        "int8",
+        "uint64",
+        "uint32",
+        "uint16",
+        "uint8",
+        "bool",
+    )
+)
+
+
 def predict_response(outputs: Mapping[str, np.ndarray], fmt: Format) -> bytes:
     """The body of a :predict answer, row (`predictions`) or columnar (`outputs`)."""
     if not outputs:
         raise invalid_argument("Cannot convert empty tensor map to JSON")
+    if len(outputs) == 1:
+        # The common answer, one numeric tensor with finite values, is what the general path
+        # below writes too, without its walk over the body.
+        ((name, array),) = outputs.items()
+        if (
+            array.dtype in _NUMPY_WRITES
+            and array.ndim >= 1
+            and array.flags.c_contiguous
+            and (array.dtype.kind != "f" or bool(np.isfinite(array).all()))
+        ):
+            key = "predictions" if fmt is Format.ROW else "outputs"
+            return orjson.dumps({key: array}, option=orjson.OPT_SERIALIZE_NUMPY)
     names = sorted(outputs)
     if fmt is Format.COLUMNAR:
         if len(names) == 1:

@@ -5,8 +5,8 @@ Both servers get the same promises from `HttpServerThread`:
   reason, and the bound port is known when port 0 was asked for;
 - `stop(grace)` stops accepting connections, lets in-flight requests finish for up to
   `grace` seconds, then cancels what is left;
-- the app's worker threads (Starlette's `run_in_threadpool`) are bounded by `num_threads`,
-  set on the anyio limiter of the server's own loop;
+- the app's worker threads (anyio's `to_thread.run_sync`, see rest_inline.py) are bounded
+  by `num_threads`, set on the anyio limiter of the server's own loop;
 - with `access_log`, one line per request on the `fastserve.access` logger, in the same
   format whichever server runs (Hypercorn's default access-log format);
 - neither server touches signal handlers: SIGTERM and SIGINT stay with fastserve's command.

@@ -1,74 +1,59 @@
-"""The REST frontend: TF Serving's /v1/models API as a Starlette app.
+"""The REST frontend: TF Serving's /v1/models API as a bare ASGI app.
 
 Routing follows TF Serving's own regular expressions on the raw (still percent-encoded) path,
-so names and labels are decoded exactly once and malformed paths get its 400 messages. Work
-that touches models runs on a worker thread; the event loop only moves bytes.
+so names and labels are decoded exactly once and malformed paths get its 400 messages. Each
+route is a plain function that calls the API layer and returns a JSON body or raises
+ServingError. Quick work runs on the event loop, the rest on worker threads (rest_inline.py);
+request limits, health and metrics are their own modules.
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import re
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import NamedTuple
 from urllib.parse import unquote
 
 import orjson
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
 
 from fastserve.api.examples import Tasks
 from fastserve.api.inference import InferenceAPI
 from fastserve.codecs import protos
 from fastserve.codecs import rest_json as json_tensors
 from fastserve.codecs import tf_example as tf_examples
-from fastserve.errors import (
-    DEFAULT_MAX_REQUEST_BYTES,
-    Code,
-    ServingError,
-    from_exception,
-    invalid_argument,
+from fastserve.errors import DEFAULT_MAX_REQUEST_BYTES, ServingError, invalid_argument
+from fastserve.frontends.asgi import (
+    Answer,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    close_websocket,
+    error_answer,
+    header,
+    json_answer,
+    lifespan,
+    send_answer,
+    text_answer,
 )
+from fastserve.frontends.rest_health import health_answer
+from fastserve.frontends.rest_inline import (
+    INLINE_MAX_BODY,
+    InlinePolicy,
+    Work,
+    run_inline,
+    run_on_thread,
+)
+from fastserve.frontends.rest_limits import ClientGone, TooLarge, decoded_body, read_body, too_large
+from fastserve.frontends.rest_metrics import metrics_answer
 from fastserve.observability.health import Health
-from fastserve.observability.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from fastserve.observability.metrics import status_name
 from fastserve.types import ModelSpec, RunContext
 
-_V1 = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
-_POST = re.compile(
-    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
-    re.IGNORECASE,
-)
-_GET = re.compile(
-    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
-    re.IGNORECASE,
-)
-_MAX_VERSION = 2**63 - 1
-_JSON = "application/json"
-_ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]
-
-
-def _json(body: bytes, status: int = 200) -> Response:
-    return Response(content=body, status_code=status, media_type=_JSON)
-
-
-def _error(error: ServingError) -> Response:
-    return _json(json_tensors.error_body(error.message), error.http_status)
-
-
-def _version(text: str | None) -> int | None:
-    if text is None:
-        return None
-    value = int(text)
-    if value > _MAX_VERSION:
-        raise invalid_argument(f"Failed to convert version: {text} to numeric.")
-    return value
+log = logging.getLogger("fastserve.rest")
 
 
 @dataclass(frozen=True)
@@ -86,377 +71,248 @@ class RestOptions:
     inline_seconds: float = 0.0005
 
 
-# TF Serving's limit on a gunzipped request body (its zlib wrapper's kMaxUncompressedBytes).
-MAX_GUNZIPPED_BYTES = 100 * 1024 * 1024
-
-# TF Serving's CORS headers (model_servers/http_server.cc).
-_CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "POST, GET",
-    "Access-Control-Allow-Headers": "Content-Type",
-}
+# --- the routes' functions ----------------------------------------------------------------------
 
 
-def _decoded_body(encoding: str, body: bytes) -> bytes:
-    """The request body, gunzipped when the client says it is gzip-encoded."""
-    encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
-        return body
-    if "gzip" in encoding:
-        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        try:
-            plain = inflater.decompress(body, MAX_GUNZIPPED_BYTES + 1)
-        except zlib.error as error:
-            raise invalid_argument(f"Failed to decompress gzip request body: {error}") from None
-        if len(plain) > MAX_GUNZIPPED_BYTES:
-            raise invalid_argument(
-                f"Failed to decompress gzip request body: it is larger than "
-                f"{MAX_GUNZIPPED_BYTES} bytes"
-            )
-        if not inflater.eof:
-            raise invalid_argument("Failed to decompress gzip request body: it is truncated")
-        return plain
-    raise invalid_argument(f"Unsupported Content-Encoding: {encoding}")
+class ModelPath(NamedTuple):
+    """The model a REST path names: a version number, a label, or neither (the latest)."""
+
+    name: str
+    version: int | None
+    label: str | None
 
 
-class _TooLarge(Exception):
-    pass
-
-
-# How much of a refused body is still read (and dropped) so that the client, still sending,
-# gets the 413: closing on a client mid-send resets the connection and loses the answer.
-_DRAIN_BYTES = 64 * 1024 * 1024
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body; _TooLarge (carrying the size seen) when it is longer than `limit`
-    bytes, without keeping more than `limit` bytes of it."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        if int(declared) <= limit + _DRAIN_BYTES:
-            await _drain(request)
-        raise _TooLarge(int(declared))
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            await _drain(request)
-            raise _TooLarge(size)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _drain(request: Request) -> None:
-    dropped = 0
-    async for chunk in request.stream():
-        dropped += len(chunk)
-        if dropped > _DRAIN_BYTES:
-            return
-
-
-def _too_large(size: int, limit: int) -> Response:
-    message = (
-        f"Request body of {size} bytes or more is larger than the server's limit of "
-        f"{limit} bytes (--max_request_bytes)"
-    )
-    return _json(json_tensors.error_body(message), 413)
-
-
-# What the inline policy tells apart: (model, version, label, verb) as the request names them.
-_InlineKey = tuple[str, int | None, str | None, str]
-
-# Bodies larger than this never run on the event loop (their decoding alone takes time).
-_INLINE_MAX_BODY = 64 * 1024
-
-
-class _InlinePolicy:
-    """Which requests run on the event loop instead of a worker thread.
-
-    Handing a request to a worker thread and back costs two thread switches, and the worker
-    then competes with the event loop for the GIL: for a model that answers in microseconds
-    this costs more than the model. So requests of a kind (model, version or label, verb)
-    whose recent runs took less than `threshold` seconds (an exponential average), nearly
-    all of it computing on the calling thread, run inline. The first request of each kind
-    and slower ones go to the worker threads, and a slow request inline moves its kind back
-    there. Work that mostly waits (a servable waiting on another thread or process) does not
-    run inline: the loop would wait with it; nor do requests of a batched version (the
-    caller checks the version the request resolves to). 0 turns this off.
-    """
-
-    _WEIGHT = 0.2
-    _MAX_KEYS = 10_000  # keys come from clients' requests: keep them bounded
-
-    def __init__(self, threshold: float) -> None:
-        self._threshold = threshold
-        self._average: dict[object, tuple[float, float]] = {}  # key -> (wall, waiting)
-
-    def allows(self, key: object) -> bool:
-        average = self._average.get(key)
-        if average is None:
-            return False
-        wall, waiting = average
-        return wall < self._threshold and waiting < self._threshold / 2
-
-    def observe(self, key: object, wall: float, cpu: float) -> None:
-        if self._threshold <= 0:
-            return
-        waiting = max(0.0, wall - cpu)
-        average = self._average.get(key)
-        if average is None:
-            if len(self._average) < self._MAX_KEYS:
-                self._average[key] = (wall, waiting)
-            return
-        weight = self._WEIGHT
-        self._average[key] = (
-            average[0] + weight * (wall - average[0]),
-            average[1] + weight * (waiting - average[1]),
+def predict(
+    api: InferenceAPI, tasks: Tasks, model: ModelPath, body: bytes, context: RunContext
+) -> bytes:
+    doc = json_tensors.parse_object(body)
+    spec = ModelSpec(model.name, model.version, model.label, json_tensors.signature_name(doc))
+    with api.resolve(spec, rest=True) as resolved:
+        inputs, fmt = json_tensors.predict_inputs(
+            doc,
+            resolved.signature,
+            requested_signature=spec.signature_name,
+            booleans_possible=b"true" in body or b"false" in body,
         )
-
-    def observe_task(self, key: object, task: asyncio.Future[tuple[bytes, float, float]]) -> None:
-        if not task.cancelled() and task.exception() is None:
-            _, wall, cpu = task.result()
-            self.observe(key, wall, cpu)
+        outputs = api.predict(resolved, inputs, context=context)
+    return json_tensors.predict_response(outputs, fmt)
 
 
-def _timed(work: Callable[..., bytes], *args: Any) -> tuple[bytes, float, float]:
-    """Runs `work`; its result, wall seconds and this thread's CPU seconds."""
-    started, cpu = time.perf_counter(), time.thread_time()
-    body = work(*args)
-    return body, time.perf_counter() - started, time.thread_time() - cpu
+def _examples(model: ModelPath, body: bytes) -> tuple[ModelSpec, list[bytes]]:
+    doc = json_tensors.parse_object(body)
+    spec = ModelSpec(model.name, model.version, model.label, json_tensors.signature_name(doc))
+    return spec, tf_examples.examples_from_json(doc)
 
 
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Collects the outcome of work whose client stopped waiting for it (or asyncio would
-    log it as never retrieved)."""
-    if not task.cancelled():
-        task.exception()
+def classify(
+    api: InferenceAPI, tasks: Tasks, model: ModelPath, body: bytes, context: RunContext
+) -> bytes:
+    spec, examples = _examples(model, body)
+    _, result = tasks.classify(spec, examples, context)
+    rows = [
+        [[label.decode("utf-8", "replace"), score] for label, score in row] for row in result.rows
+    ]
+    return json_tensors.dumps({"results": rows})
 
 
-def _health_response(unready: dict[str, str]) -> Response:
-    if unready:
-        return _json(orjson.dumps({"status": "NOT_READY", "unready": unready}), 503)
-    return _json(orjson.dumps({"status": "READY"}))
+def regress(
+    api: InferenceAPI, tasks: Tasks, model: ModelPath, body: bytes, context: RunContext
+) -> bytes:
+    spec, examples = _examples(model, body)
+    _, result = tasks.regress(spec, examples, context)
+    return json_tensors.dumps({"results": result.values})
 
 
-class RestHandlers:
-    """Plain functions behind the routes; each returns a response body or raises ServingError."""
+def status(api: InferenceAPI, model: ModelPath) -> bytes:
+    statuses = api.model_status(model.name, model.version, model.label)
+    return orjson.dumps(protos.model_status_json(statuses))
 
-    def __init__(self, api: InferenceAPI, tasks: Tasks) -> None:
+
+def metadata(api: InferenceAPI, model: ModelPath) -> bytes:
+    name, served, signatures = api.metadata(ModelSpec(model.name, model.version, model.label))
+    return orjson.dumps(protos.metadata_json(name, served, signatures))
+
+
+Verb = Callable[[InferenceAPI, Tasks, ModelPath, bytes, RunContext], bytes]
+Reader = Callable[[InferenceAPI, ModelPath], bytes]
+
+# The routes, as TF Serving's http_rest_api_handler.cc matches them:
+# POST /v1/models/<model>[/versions/<n>|/labels/<label>]:<verb>
+_POST = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
+    re.IGNORECASE,
+)
+VERBS: dict[str, Verb] = {"predict": predict, "classify": classify, "regress": regress}
+# GET /v1/models/<model>[/versions/<n>|/labels/<label>][/metadata]
+_GET = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    re.IGNORECASE,
+)
+READERS: dict[str | None, Reader] = {None: status, "metadata": metadata}
+
+
+# --- the app ------------------------------------------------------------------------------------
+
+_MAX_VERSION = 2**63 - 1
+# The methods any path answers; others get 405 (as the Starlette app did).
+_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD")
+_ALLOW = ((b"allow", ", ".join(_METHODS).encode("latin-1")),)
+# TF Serving's CORS headers (model_servers/http_server.cc).
+_CORS_HEADERS: Headers = (
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", b"POST, GET"),
+    (b"access-control-allow-headers", b"Content-Type"),
+)
+
+
+def _version(text: str | None) -> int | None:
+    if text is None:
+        return None
+    value = int(text)
+    if value > _MAX_VERSION:
+        raise invalid_argument(f"Failed to convert version: {text} to numeric.")
+    return value
+
+
+def _error(error: ServingError) -> Answer:
+    return error_answer(error.message, error.http_status)
+
+
+def _model_path(name: str, version: str | None, label: str | None) -> ModelPath:
+    return ModelPath(unquote(name), _version(version), unquote(label) if label else None)
+
+
+class RestApp:
+    """The ASGI app: the routes above, the health and metrics endpoints, and TF Serving's
+    answers to everything else."""
+
+    def __init__(self, api: InferenceAPI, tasks: Tasks, options: RestOptions) -> None:
         self._api = api
         self._tasks = tasks
+        self._options = options
+        self._cors: Headers = _CORS_HEADERS if options.cors else ()
+        self._timeout = options.timeout if options.timeout > 0 else None
+        self._inline = InlinePolicy(options.inline_seconds)
+        self._limit = options.max_request_bytes
 
-    def predict(
-        self,
-        name: str,
-        version: int | None,
-        label: str | None,
-        body: bytes,
-        context: RunContext | None = None,
-    ) -> bytes:
-        doc = json_tensors.parse_object(body)
-        spec = ModelSpec(name, version, label, json_tensors.signature_name(doc))
-        resolved = self._api.resolve(spec, rest=True)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "lifespan":
+                await lifespan(receive, send)
+            elif kind == "websocket":
+                await close_websocket(send)
+            return
         try:
-            inputs, fmt = json_tensors.predict_inputs(
-                doc,
-                resolved.signature,
-                requested_signature=spec.signature_name,
-                booleans_possible=b"true" in body or b"false" in body,
-            )
-            outputs = self._api.predict(resolved, inputs, context=context)
-        finally:
-            resolved.release()
-        return json_tensors.predict_response(outputs, fmt)
+            answer = await self._answer(scope, receive)
+        except ClientGone:
+            return  # nobody is left to answer
+        except Exception:  # a bug of ours: answer 500, keep serving
+            log.exception("the REST request %s %s failed", scope["method"], scope["path"])
+            answer = (text_answer("Internal Server Error", 500), ())
+        await send_answer(send, *answer)
 
-    def classify(
-        self,
-        name: str,
-        version: int | None,
-        label: str | None,
-        body: bytes,
-        context: RunContext | None = None,
-    ) -> bytes:
-        spec, examples = self._examples(name, version, label, body)
-        _, result = self._tasks.classify(spec, examples, context)
-        rows = [
-            [[label.decode("utf-8", "replace"), score] for label, score in row]
-            for row in result.rows
-        ]
-        return json_tensors.dumps({"results": rows})
-
-    def regress(
-        self,
-        name: str,
-        version: int | None,
-        label: str | None,
-        body: bytes,
-        context: RunContext | None = None,
-    ) -> bytes:
-        spec, examples = self._examples(name, version, label, body)
-        _, result = self._tasks.regress(spec, examples, context)
-        return json_tensors.dumps({"results": result.values})
-
-    @staticmethod
-    def _examples(
-        name: str, version: int | None, label: str | None, body: bytes
-    ) -> tuple[ModelSpec, list[bytes]]:
-        doc = json_tensors.parse_object(body)
-        spec = ModelSpec(name, version, label, json_tensors.signature_name(doc))
-        return spec, tf_examples.examples_from_json(doc)
-
-    def status(
-        self, name: str, version: int | None, label: str | None, context: RunContext | None = None
-    ) -> bytes:
-        statuses = self._api.model_status(name, version, label)
-        return orjson.dumps(protos.model_status_json(statuses))
-
-    def metadata(
-        self, name: str, version: int | None, label: str | None, context: RunContext | None = None
-    ) -> bytes:
-        model, served, signatures = self._api.metadata(ModelSpec(name, version, label))
-        return orjson.dumps(protos.metadata_json(model, served, signatures))
-
-
-def create_app(api: InferenceAPI, tasks: Tasks, options: RestOptions | None = None) -> Starlette:
-    options = options or RestOptions()
-    handlers = RestHandlers(api, tasks)
-    extra_headers = _CORS_HEADERS if options.cors else {}
-    timeout = options.timeout if options.timeout > 0 else None
-
-    def respond(response: Response) -> Response:
-        response.headers.update(extra_headers)
-        return response
-
-    async def run(
-        work: Callable[..., bytes], *args: Any, inline_key: _InlineKey | None = None
-    ) -> tuple[Response, str]:
-        """The response, and the status name the metrics count it under. Work whose recent
-        runs under `inline_key` were quick runs on the event loop (see _InlinePolicy)."""
-        # The request's deadline and cancellation reach queued work (a batch queue drops
-        # a task whose client went away or whose deadline passed).
-        context = RunContext.within(timeout)
-        if (
-            inline_key is not None
-            and inline.allows(inline_key)
-            and not api.queues(ModelSpec(inline_key[0], inline_key[1], inline_key[2]))
-        ):
-            started, cpu = time.perf_counter(), time.thread_time()
-            try:
-                body = work(*args, context)
-                return respond(_json(body)), "OK"
-            except ServingError as error:
-                return respond(_error(error)), status_name(error)
-            except Exception as error:  # a bug of ours: answer 500, keep serving
-                return respond(_error(from_exception(error))), "INTERNAL"
-            finally:
-                wall = time.perf_counter() - started
-                inline.observe(inline_key, wall, time.thread_time() - cpu)
-        # Shielded: a request that times out, or whose client goes away, keeps its worker
-        # thread until its work returns (work not started returns at once, see RunContext),
-        # so --rest_api_num_threads bounds the threads busy with requests.
-        task = asyncio.ensure_future(run_in_threadpool(_timed, work, *args, context))
-        task.add_done_callback(_retrieve)
-        if inline_key is not None:
-            task.add_done_callback(lambda done: inline.observe_task(inline_key, done))
-        try:
-            body, _, _ = await asyncio.wait_for(asyncio.shield(task), timeout)
-            return respond(_json(body)), "OK"
-        except ServingError as error:
-            return respond(_error(error)), status_name(error)
-        except (TimeoutError, asyncio.TimeoutError):  # distinct classes before Python 3.11
-            # Work not started is dropped; work running finishes and its result is dropped.
-            context.cancel()
-            expired = ServingError(Code.DEADLINE_EXCEEDED, "Timed out waiting for notification")
-            return respond(_error(expired)), status_name(expired)
-        except asyncio.CancelledError:
-            context.cancel()  # the client went away
-            raise
-        except BaseException as error:  # a bug of ours: answer 500, keep serving
-            return respond(_error(from_exception(error))), "INTERNAL"
-
-    inline = _InlinePolicy(options.inline_seconds)
-    metrics = api.metrics
-    health = options.health
-    limit = options.max_request_bytes
-
-    def special(method: str, path: str) -> Response | None:
-        """The routes outside TF Serving's /v1/models API: metrics and health."""
-        if options.metrics_path is not None and path.startswith(options.metrics_path):
-            if path != options.metrics_path:  # TF Serving's answer to a query or suffix
-                return PlainTextResponse(
-                    f"Unexpected path: {path}. Should be {options.metrics_path}", 400
-                )
-            return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
-        if health is not None and method in ("GET", "HEAD"):
-            if path == "/v1/health/live":
-                return _json(b'{"status":"LIVE"}')
-            if path == "/v1/health/ready":
-                return _health_response(health.unready())
-            if path.startswith("/v1/health/ready/"):
-                name = unquote(path[len("/v1/health/ready/") :])
-                if name not in health.configured():
-                    return _error(ServingError(Code.NOT_FOUND, f"Model {name} is not configured"))
-                ready = health.model_ready(name)
-                return _health_response({} if ready else {name: "no version is AVAILABLE"})
-        return None
-
-    async def dispatch(request: Request) -> Response:
-        raw = request.scope.get("raw_path") or request.scope["path"].encode("utf-8")
+    async def _answer(self, scope: Scope, receive: Receive) -> tuple[Answer, Headers]:
+        """The answer to a request, and the headers to add to it (CORS for the API's)."""
+        method: str = scope["method"]
+        if not scope["path"].startswith("/"):
+            return text_answer("Not Found", 404), ()
+        if method not in _METHODS:
+            return text_answer("Method Not Allowed", 405, _ALLOW), ()
+        raw = scope.get("raw_path") or scope["path"].encode("utf-8")
         path = raw.decode("latin-1")
-        query = request.scope.get("query_string", b"")
+        query = scope.get("query_string", b"")
         if query:
             # TF Serving matches its routes against the path with its query: /v1/...?x=1 is
             # a malformed request, not the route without the query.
             path += "?" + query.decode("latin-1")
-        method = request.method
-        answer = special(method, path)
-        if answer is not None:
-            return answer
-        if not _V1.fullmatch(path):
-            return PlainTextResponse("Not Found", status_code=404)
+        options = self._options
+        if options.metrics_path is not None:
+            answer = metrics_answer(self._api.metrics, options.metrics_path, path)
+            if answer is not None:
+                return answer, ()
+        if options.health is not None:
+            answer = health_answer(options.health, method, path)
+            if answer is not None:
+                return answer, ()
+        if path[:4].lower() != "/v1/":
+            return text_answer("Not Found", 404), ()
         try:
-            if method == "OPTIONS" and options.cors:
-                return respond(Response(status_code=200))  # a CORS preflight
             if method == "POST":
                 match = _POST.fullmatch(path)
                 if match and match.group(4).islower():
-                    name, version, label, verb = match.groups()
-                    name, label = unquote(name), unquote(label) if label else None
-                    parsed = _version(version)
-                    encoding = request.headers.get("content-encoding", "")
-                    started = time.perf_counter()
-                    try:
-                        raw = await _read_body(request, limit)
-                    except _TooLarge as error:
-                        return respond(_too_large(error.args[0], limit))
-                    handler = getattr(handlers, verb)
-
-                    def work(context: RunContext) -> bytes:
-                        # Inflating a body is CPU work: it belongs on the worker thread.
-                        body = _decoded_body(encoding, raw)
-                        return handler(name, parsed, label, body, context)
-
-                    # Small bodies of a model version whose requests are quick may run
-                    # inline; the version the request names decides, not the latest.
-                    key = (name, parsed, label, verb) if len(raw) <= _INLINE_MAX_BODY else None
-                    response, status = await run(work, inline_key=key)
-                    micros = (time.perf_counter() - started) * 1e6
-                    metrics.request(name, verb.capitalize(), "REST", status, micros)
-                    return response
+                    return await self._post(scope, receive, match), self._cors
             elif method == "GET":
                 match = _GET.fullmatch(path)
                 if match:
-                    name, version, label, metadata = match.groups()
-                    if not name:
-                        raise invalid_argument("Missing model name in request.")
-                    name, label = unquote(name), unquote(label) if label else None
-                    parsed = _version(version)
-                    reader = handlers.metadata if metadata else handlers.status
-                    response, _ = await run(reader, name, parsed, label)
-                    return response
+                    return await self._get(match), self._cors
+            elif method == "OPTIONS" and options.cors:
+                return Answer(200, b"", None), self._cors  # a CORS preflight
             raise invalid_argument(f"Malformed request: {method} {path}")
         except ServingError as error:
-            return respond(_error(error))
+            return _error(error), self._cors
 
-    return Starlette(routes=[Route("/{path:path}", dispatch, methods=_ALL_METHODS)])
+    async def _post(self, scope: Scope, receive: Receive, match: re.Match[str]) -> Answer:
+        name, version, label, verb = match.groups()
+        model = _model_path(name, version, label)
+        encoding = header(scope, b"content-encoding")
+        started = time.perf_counter()
+        try:
+            raw = await read_body(receive, header(scope, b"content-length"), self._limit)
+        except TooLarge as error:
+            return too_large(error.args[0], self._limit)
+        handler = VERBS[verb]
+        api, tasks = self._api, self._tasks
+
+        def work(context: RunContext) -> bytes:
+            # Inflating a body is CPU work: it belongs where the request's work runs.
+            body = decoded_body(encoding.decode("latin-1"), raw) if encoding else raw
+            return handler(api, tasks, model, body, context)
+
+        # Small bodies of a model version whose requests are quick may run inline; the
+        # version the request names decides, not the latest.
+        key = (
+            (model.name, model.version, model.label, verb) if len(raw) <= INLINE_MAX_BODY else None
+        )
+        answer, code = await self._run(work, key)
+        micros = (time.perf_counter() - started) * 1e6
+        api.metrics.request(model.name, verb.capitalize(), "REST", code, micros)
+        return answer
+
+    async def _get(self, match: re.Match[str]) -> Answer:
+        name, version, label, kind = match.groups()
+        if not name:
+            raise invalid_argument("Missing model name in request.")
+        model = _model_path(name, version, label)
+        reader = READERS["metadata" if kind else None]
+        api = self._api
+        answer, _ = await self._run(lambda _: reader(api, model), None)
+        return answer
+
+    async def _run(
+        self, work: Work, key: tuple[str, int | None, str | None, str] | None
+    ) -> tuple[Answer, str]:
+        """The answer, and the status name the metrics count it under. Work whose recent
+        runs under `key` were quick runs on the event loop (see InlinePolicy)."""
+        # The request's deadline and cancellation reach queued work (a batch queue drops
+        # a task whose client went away or whose deadline passed).
+        context = RunContext.within(self._timeout)
+        inline = self._inline
+        try:
+            if (
+                key is not None
+                and inline.allows(key)
+                and not self._api.queues(ModelSpec(key[0], key[1], key[2]))
+            ):
+                body = run_inline(work, context, inline, key)
+            else:
+                body = await run_on_thread(
+                    work, context, self._timeout, inline if key is not None else None, key
+                )
+        except ServingError as error:
+            return _error(error), status_name(error)
+        return json_answer(body), "OK"
+
+
+def create_app(api: InferenceAPI, tasks: Tasks, options: RestOptions | None = None) -> RestApp:
+    return RestApp(api, tasks, options or RestOptions())
