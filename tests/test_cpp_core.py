@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROGRAMS = {
     "servable_table": (("servable_table.cc",), "all servable table checks passed"),
     "batch_queue": (("batch_queue.cc",), "all batch queue checks passed"),
+    "python_runner": (("runners/python_runner.cc",), "all python runner checks passed"),
     "grpc_parts": (
         (
             "grpc/call.cc",

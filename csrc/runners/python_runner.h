@@ -1,0 +1,90 @@
+// The Python-servable runner: requests that need Python are queued here by any thread, and a
+// few runner threads run them. A runner thread enters Python once (takes the GIL) and runs
+// every queued request, one after another, before it leaves; the answers (encode, send) are
+// made after leaving. So under load the GIL changes hands once per round of requests, not
+// once per request, and the threads that queue requests never wait for it.
+//
+// The runner knows nothing of Python: what "inside" means is a Section its owner gives (the
+// bindings take and release the GIL), so it is tested with a plain mutex.
+//
+// Several runner threads keep the concurrency of servables that release the GIL while they
+// wait (a sleep, I/O, a TensorFlow run): while one thread runs a request, one more is woken
+// if requests are queued and no other runner is free to take them; it waits to enter, and
+// enters as soon as the first leaves or lets go of the GIL inside a request.
+//
+// Threads:
+// - submit() and stop() may be called from any thread, without the GIL (stop() waits for the
+//   runner threads, which take it; submit() never takes it). No lock of the runner is held
+//   while a job runs, is answered or destroyed, or while a runner thread enters its section.
+// - A Section is made, entered, left and destroyed on its own runner thread.
+// - A RunnerJob's run() is called on a runner thread inside the section (with the GIL),
+//   answer() on the same thread after leaving it (without the GIL), and a job that ran is
+//   destroyed inside a later section (with the GIL), so it may hold Python objects from run()
+//   until then. A job refused by submit(), or never run, is destroyed by whoever holds it,
+//   outside any section: it must hold no Python object before run().
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace fastserve {
+
+// What "inside" means for a runner thread: in production, holding the GIL. enter() and
+// leave() alternate, starting with enter(); a section is left when it is destroyed.
+class Section {
+ public:
+  virtual ~Section() = default;
+  virtual void enter() = 0;
+  virtual void leave() = 0;
+};
+
+// One queued request. Neither function may throw.
+class RunnerJob {
+ public:
+  virtual ~RunnerJob() = default;
+  virtual void run() noexcept = 0;     // inside the section
+  virtual void answer() noexcept = 0;  // after leaving it
+};
+
+struct PythonRunnerOptions {
+  int threads = 1;
+  // The most jobs a runner thread runs before it leaves the section to answer them.
+  int max_jobs_per_section = 64;
+};
+
+class PythonRunner {
+ public:
+  // `make_section` is called once on each runner thread, as it starts.
+  PythonRunner(std::function<std::unique_ptr<Section>()> make_section,
+               PythonRunnerOptions options);
+  ~PythonRunner();  // stop()s
+  PythonRunner(const PythonRunner&) = delete;
+  PythonRunner& operator=(const PythonRunner&) = delete;
+
+  // Queues `job`; false once stopping (the job is left with the caller, not run).
+  bool submit(std::unique_ptr<RunnerJob>& job);
+  // Refuses new jobs, runs and answers every queued one, then joins the runner threads.
+  // Idempotent. Must not be called with the GIL held while jobs are queued.
+  void stop();
+
+ private:
+  void work();
+
+  const std::function<std::unique_ptr<Section>()> make_section_;
+  const PythonRunnerOptions options_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::unique_ptr<RunnerJob>> jobs_;
+  bool stopping_ = false;
+  int waiting_ = 0;  // runner threads waiting for jobs
+  int standby_ = 0;  // runner threads out of waiting and not running a job (free to take one)
+  std::vector<std::thread> threads_;
+  std::mutex stop_mutex_;  // stop() against itself
+};
+
+}  // namespace fastserve
