@@ -217,6 +217,8 @@ void GrpcServer::shutdown(double grace_seconds) {
     server_->Wait();
   }
   if (pool_) pool_->stop();
+  for (auto& [method, handler] : routes_) handler->shutdown();
+  if (fallback_) fallback_->shutdown();
 }
 
 void GrpcServer::set_health(const std::string& service, bool serving) {

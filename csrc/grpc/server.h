@@ -41,6 +41,10 @@ class Handler {
   virtual void handle(std::shared_ptr<Call> call) = 0;
   // Whether handle() never blocks, so it may run on gRPC's callback thread.
   virtual bool runs_inline() const { return false; }
+  // Called once by GrpcServer::shutdown(), without the GIL, after the server stopped taking
+  // calls and its worker pool ran its last job: a handler that answers calls on threads of
+  // its own answers every call it holds before returning.
+  virtual void shutdown() {}
 };
 
 struct TlsOptions {
@@ -76,7 +80,7 @@ class GrpcServer {
   // address, or throws std::runtime_error naming the address that could not be bound.
   int start();
   // Stops accepting calls, lets calls in flight finish for up to `grace_seconds`, cancels
-  // the rest, then stops the worker pool. Idempotent.
+  // the rest, then stops the worker pool and shuts the handlers down. Idempotent.
   void shutdown(double grace_seconds);
   void set_health(const std::string& service, bool serving);
 
