@@ -20,9 +20,9 @@ bool PythonRunner::submit(std::unique_ptr<RunnerJob>& job) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return false;
     jobs_.push_back(std::move(job));
-    // A runner that is free to take it will (it looks at the queue before it waits);
-    // otherwise wake one, in case the busy ones are waiting inside their jobs.
-    wake = standby_ == 0 && waiting_ > 0;
+    // Engaged threads take it (or the watcher sees them stuck); else wake one. Also wake
+    // one to watch, should the engaged ones have no watcher.
+    wake = waiting_ > 0 && (engaged_ == 0 || !watching_);
   }
   if (wake) wake_.notify_one();
   return true;
@@ -40,10 +40,37 @@ void PythonRunner::stop() {
   }
 }
 
+bool PythonRunner::wait_to_enter(std::unique_lock<std::mutex>& lock) {
+  for (;;) {
+    if (!jobs_.empty() && engaged_ == 0) return true;  // nobody inside to take them
+    if (stopping_ && jobs_.empty()) return false;
+    if (engaged_ > 0 && !watching_) {
+      // Watch the engaged threads: enter if, for a whole period, jobs were queued and none
+      // was started.
+      watching_ = true;
+      const std::uint64_t seen = started_;
+      const auto until = std::chrono::steady_clock::now() + options_.stuck_after;
+      while (engaged_ > 0 && std::chrono::steady_clock::now() < until) {
+        watch_.wait_until(lock, until);
+      }
+      watching_ = false;
+      if (!jobs_.empty() && engaged_ > 0 && standby_ == 0 && started_ == seen) {
+        if (waiting_ > 0) wake_.notify_one();  // the next watcher
+        return true;
+      }
+      continue;
+    }
+    ++waiting_;
+    wake_.wait(lock);
+    --waiting_;
+  }
+}
+
 void PythonRunner::work() {
   std::unique_ptr<Section> section = make_section_();
-  const std::size_t most =
-      options_.max_jobs_per_section < 1 ? 1 : static_cast<std::size_t>(options_.max_jobs_per_section);
+  const std::size_t most = options_.max_jobs_per_section < 1
+                               ? 1
+                               : static_cast<std::size_t>(options_.max_jobs_per_section);
   // Jobs this thread ran and answered: destroyed inside its next section (they may hold
   // Python objects).
   std::vector<std::unique_ptr<RunnerJob>> done;
@@ -53,30 +80,25 @@ void PythonRunner::work() {
     bool work;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      if (done.empty()) {
-        ++waiting_;
-        wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
-        --waiting_;
-        if (jobs_.empty()) return;  // stopping, nothing queued, nothing left to destroy
-      }
+      if (done.empty() && !wait_to_enter(lock)) return;
       work = !jobs_.empty();
-      if (work) ++standby_;
+      if (work) {
+        ++engaged_;
+        ++standby_;
+      }
     }
     section->enter();
     done.clear();
     while (work && ran.size() < most) {
       std::unique_ptr<RunnerJob> job;
-      bool wake = false;
       {
         std::lock_guard<std::mutex> lock(mutex_);
         if (jobs_.empty()) break;
         job = std::move(jobs_.front());
         jobs_.pop_front();
         --standby_;
-        // Should this job wait without the GIL (sleep, I/O), the rest need another thread.
-        wake = !jobs_.empty() && standby_ == 0 && waiting_ > 0;
+        ++started_;
       }
-      if (wake) wake_.notify_one();
       job->run();
       {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -88,6 +110,7 @@ void PythonRunner::work() {
     if (work) {
       std::lock_guard<std::mutex> lock(mutex_);
       --standby_;
+      --engaged_;
     }
     for (auto& job : ran) job->answer();
     done.swap(ran);

@@ -8,9 +8,11 @@
 // bindings take and release the GIL), so it is tested with a plain mutex.
 //
 // Several runner threads keep the concurrency of servables that release the GIL while they
-// wait (a sleep, I/O, a TensorFlow run): while one thread runs a request, one more is woken
-// if requests are queued and no other runner is free to take them; it waits to enter, and
-// enters as soon as the first leaves or lets go of the GIL inside a request.
+// wait (a sleep, I/O, a TensorFlow run), without making the threads take turns on the GIL
+// when they do not: while runner threads are inside, one more thread watches them, and
+// enters only when requests are queued and none was started for `stuck_after` (the ones
+// inside are all waiting inside a request). Inside, it gets the GIL at once if the waiting
+// request let go of it, or when Python's switch interval makes the holder let go.
 //
 // Threads:
 // - submit() and stop() may be called from any thread, without the GIL (stop() waits for the
@@ -24,7 +26,9 @@
 //   outside any section: it must hold no Python object before run().
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -55,6 +59,8 @@ struct PythonRunnerOptions {
   int threads = 1;
   // The most jobs a runner thread runs before it leaves the section to answer them.
   int max_jobs_per_section = 64;
+  // How long queued jobs wait, with no job started, before one more thread enters.
+  std::chrono::microseconds stuck_after{5000};
 };
 
 class PythonRunner {
@@ -77,12 +83,20 @@ class PythonRunner {
 
   const std::function<std::unique_ptr<Section>()> make_section_;
   const PythonRunnerOptions options_;
+  // Whether this thread should enter now (with mutex_ held); waits for that or for the
+  // end. False: stopping and nothing left to run.
+  bool wait_to_enter(std::unique_lock<std::mutex>& lock);
+
   std::mutex mutex_;
-  std::condition_variable wake_;
+  std::condition_variable wake_;   // idle runner threads
+  std::condition_variable watch_;  // the watching one waits on it for its period
   std::deque<std::unique_ptr<RunnerJob>> jobs_;
   bool stopping_ = false;
-  int waiting_ = 0;  // runner threads waiting for jobs
-  int standby_ = 0;  // runner threads out of waiting and not running a job (free to take one)
+  int waiting_ = 0;          // runner threads waiting on wake_
+  int engaged_ = 0;          // runner threads that decided to enter and have not yet left
+  int standby_ = 0;          // engaged runner threads not running a job (free to take one)
+  bool watching_ = false;    // a runner thread watches the engaged ones
+  std::uint64_t started_ = 0;  // jobs taken so far
   std::vector<std::thread> threads_;
   std::mutex stop_mutex_;  // stop() against itself
 };

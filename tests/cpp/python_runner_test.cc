@@ -50,6 +50,13 @@ class FakeGil final : public Section {
 
 std::unique_ptr<Section> fake_gil() { return std::make_unique<FakeGil>(); }
 
+PythonRunnerOptions options(int threads, int max_jobs_per_section) {
+  PythonRunnerOptions o;
+  o.threads = threads;
+  o.max_jobs_per_section = max_jobs_per_section;
+  return o;
+}
+
 // A one-shot signal.
 class Latch {
  public:
@@ -125,7 +132,7 @@ void many_producers_every_job_runs_once_inside_and_is_answered_outside() {
   constexpr int kProducers = 4;
   constexpr int kEach = 400;
   {
-    PythonRunner runner(fake_gil, PythonRunnerOptions{3, 16});
+    PythonRunner runner(fake_gil, options(3, 16));
     std::vector<std::thread> producers;
     for (int p = 0; p < kProducers; ++p) {
       producers.emplace_back([&, p] {
@@ -145,7 +152,7 @@ void many_producers_every_job_runs_once_inside_and_is_answered_outside() {
 void one_thread_runs_jobs_in_order_and_many_per_section() {
   Record record;
   Latch first_running, go;
-  PythonRunner runner(fake_gil, PythonRunnerOptions{1, 4});
+  PythonRunner runner(fake_gil, options(1, 4));
   check(submit(runner, record, 0, [&] {
           first_running.open();
           go.wait();  // the rest are queued meanwhile
@@ -173,10 +180,11 @@ void one_thread_runs_jobs_in_order_and_many_per_section() {
 
 void a_job_waiting_without_the_gil_does_not_hold_up_the_next() {
   // The first job lets go of the stand-in GIL (as a sleeping servable releases the GIL) and
-  // waits for the second to have run: with one thread only, this would never end.
+  // waits for the second to have run: with one thread only, or without a watcher that
+  // enters when the one inside started nothing for a while, this would never end.
   Record record;
   Latch second_ran;
-  PythonRunner runner(fake_gil, PythonRunnerOptions{2, 64});
+  PythonRunner runner(fake_gil, options(2, 64));
   check(submit(runner, record, 0, [&] {
           inside = false;
           gil.unlock();
@@ -196,7 +204,7 @@ void a_job_waiting_without_the_gil_does_not_hold_up_the_next() {
 void stop_runs_what_is_queued_and_refuses_the_rest() {
   Record record;
   Latch first_running, go;
-  auto runner = std::make_unique<PythonRunner>(fake_gil, PythonRunnerOptions{2, 8});
+  auto runner = std::make_unique<PythonRunner>(fake_gil, options(2, 8));
   check(submit(*runner, record, 0, [&] {
           first_running.open();
           go.wait();
@@ -222,8 +230,37 @@ void stop_runs_what_is_queued_and_refuses_the_rest() {
   check(record.misplaced.load() == 0, "run and destroyed inside, answered outside");
 }
 
+void many_waiting_jobs_each_get_a_thread() {
+  // Four jobs that each let go of the stand-in GIL and wait until all four are inside: the
+  // watchers must bring in a thread for each.
+  Record record;
+  std::mutex mutex;
+  std::condition_variable all_in;
+  int in = 0;
+  PythonRunner runner(fake_gil, options(4, 64));
+  for (int id = 0; id < 4; ++id) {
+    check(submit(runner, record, id, [&] {
+            inside = false;
+            gil.unlock();
+            {
+              std::unique_lock<std::mutex> lock(mutex);
+              ++in;
+              all_in.notify_all();
+              all_in.wait(lock, [&] { return in == 4; });
+            }
+            gil.lock();
+            inside = true;
+          }),
+          "submit a waiting job");
+  }
+  runner.stop();
+  std::lock_guard<std::mutex> lock(gil);
+  check(record.ran == 4, "all four ran at once");
+  check(record.misplaced.load() == 0, "run and destroyed inside, answered outside");
+}
+
 void an_idle_runner_stops_at_once() {
-  PythonRunner runner(fake_gil, PythonRunnerOptions{4, 8});
+  PythonRunner runner(fake_gil, options(4, 8));
   runner.stop();
   Record record;
   check(!submit(runner, record, 0), "refused after stop");
@@ -236,6 +273,7 @@ int main() {
   one_thread_runs_jobs_in_order_and_many_per_section();
   a_job_waiting_without_the_gil_does_not_hold_up_the_next();
   stop_runs_what_is_queued_and_refuses_the_rest();
+  many_waiting_jobs_each_get_a_thread();
   an_idle_runner_stops_at_once();
   if (failures != 0) {
     std::fprintf(stderr, "%d check(s) failed\n", failures);
