@@ -1,18 +1,20 @@
 // The native Predict handler. The request is parsed and its tensors decoded in C++ without
-// the GIL. A version with a native form (a SavedModel on TensorFlow's C API) whose request
-// passes every check is resolved, checked, run and encoded without Python at all. Otherwise
-// the request is queued for the Python-servable runner (csrc/runners/python_runner.h), whose
-// thread takes the GIL once for every request queued, resolves, checks and runs each in Python
+// the GIL, on gRPC's callback thread. A version with a native form (a SavedModel on
+// TensorFlow's C API) whose request passes every check is resolved, checked, run and encoded
+// without Python at all, on the server's worker pool. Otherwise the request is queued for the
+// Python-servable runner (csrc/runners/python_runner.h), whose thread takes the GIL once for
+// every request queued, resolves, checks and runs each in Python
 // (fastserve.frontends.grpc.PredictionServicer.run_arrays), and encodes and sends the
 // responses after letting go of the GIL. A batched version's runs wait for their batch, so
-// they stay on the worker thread, which takes the GIL for its one request. A request the
-// codec does not take whole goes to the Python dispatcher unchanged. So every error a client
-// can see is worded by Python, TF Serving's words: the native path only ever answers
-// successes, the runner's own errors and a batched version's batching errors
+// they run on a worker thread, which takes the GIL for its one request. A request the codec
+// does not take whole goes to the Python dispatcher unchanged (on the worker pool). So every
+// error a client can see is worded by Python, TF Serving's words: the native path only ever
+// answers successes, the runner's own errors and a batched version's batching errors
 // (csrc/batching/native_batcher.h words them as the Python batching does).
 //
-// Threads: handle() runs on the server's worker pool without the GIL; shutdown() is called
-// once, without the GIL, and answers every request queued for Python before it returns.
+// Threads: start() runs on gRPC's callback thread and handle() (or the work start() leaves)
+// on the server's worker pool, both without the GIL; shutdown() is called once, without the
+// GIL, and answers every request queued for Python before it returns.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -212,58 +214,103 @@ class NativePredict final : public Handler {
         runner_([] { return std::make_unique<GilSection>(); },
                 PythonRunnerOptions{python_threads, 64}) {}
 
-  void handle(std::shared_ptr<Call> call) override {
-    if (call->finished()) return;  // cancelled, or its deadline passed, while it waited
+  // On gRPC's callback thread: parse, decode and look up (none of which blocks), then queue
+  // a Python servable's request for the runner here; what may block (a TensorFlow run, a
+  // batched Python step, the Python dispatcher) is left to the worker pool.
+  std::function<void()> start(std::shared_ptr<Call> call) override {
+    if (call->finished()) return {};
     auto request = std::make_shared<wire::PredictRequest>();
     if (!request->ParseFromString(call->request()) || !request->has_model_spec()) {
-      fallback_->handle(std::move(call));
-      return;
+      return to_fallback(std::move(call));
     }
-    std::vector<std::pair<std::string, Tensor>> inputs;
-    inputs.reserve(request->inputs_size());
+    auto prepared = std::make_shared<Prepared>();
+    prepared->inputs.reserve(request->inputs_size());
     for (const auto& [alias, proto] : request->inputs()) {
       auto tensor = decode_tensor(proto, request, max_tensor_bytes_, max_rank_);
-      if (!tensor) {
-        fallback_->handle(std::move(call));
-        return;
-      }
-      inputs.emplace_back(alias, std::move(*tensor));
+      if (!tensor) return to_fallback(std::move(call));
+      prepared->inputs.emplace_back(alias, std::move(*tensor));
     }
     // Sorted for a stable order of the Python dict (a map's order is not).
-    std::sort(inputs.begin(), inputs.end(),
+    std::sort(prepared->inputs.begin(), prepared->inputs.end(),
               [](const auto& a, const auto& b) { return a.first < b.first; });
-
-    bool queues_requests = false;
+    prepared->call = std::move(call);
+    prepared->request = std::move(request);
     if (native_.table != nullptr) {
-      ServableHandle handle = lookup(request->model_spec());
-      if (handle) {
-        if (run_natively(*call, *request, inputs, handle)) return;
-        queues_requests = version_payload(handle.payload()).queues_requests;
+      prepared->handle = lookup(prepared->request->model_spec());
+      if (prepared->handle) {
+        const VersionPayload& payload = version_payload(prepared->handle.payload());
+        prepared->queues_requests = payload.queues_requests;
+        prepared->native = payload.native != nullptr && payload.native->session != nullptr;
       }
     }
-    auto job = std::make_unique<PythonPredict>(run_, tensor_content_, call, std::move(request),
-                                               std::move(inputs));
-    if (queues_requests) {
-      // A batched version's run waits for its batch: on this worker thread, as many at once
-      // as there are workers, the GIL taken once for the whole step.
-      {
-        py::gil_scoped_acquire gil;
-        job->run();
-        job->encode();
-        job->drop();
-      }
-      job->send();
-      return;
+    if (!prepared->native && !prepared->queues_requests) {
+      prepared->handle.release();
+      to_runner(*prepared);
+      return {};
     }
-    std::unique_ptr<RunnerJob> queued = std::move(job);
-    if (!runner_.submit(queued)) {
-      call->finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "The server is shutting down"));
-    }
+    return [this, prepared]() { run_on_worker(*prepared); };
+  }
+
+  void handle(std::shared_ptr<Call> call) override {
+    std::function<void()> rest = start(std::move(call));
+    if (rest) rest();
   }
 
   void shutdown() override { runner_.stop(); }
 
  private:
+  // A parsed and decoded request, between start() and the worker pool.
+  struct Prepared {
+    std::shared_ptr<Call> call;
+    std::shared_ptr<wire::PredictRequest> request;
+    std::vector<std::pair<std::string, Tensor>> inputs;
+    ServableHandle handle;  // its version, when the table has it
+    bool native = false;    // the version has a native form
+    bool queues_requests = false;
+  };
+
+  std::function<void()> to_fallback(std::shared_ptr<Call> call) {
+    return [this, call = std::move(call)]() { fallback_->handle(call); };
+  }
+
+  std::unique_ptr<PythonPredict> python_step(Prepared& prepared) const {
+    return std::make_unique<PythonPredict>(run_, tensor_content_, prepared.call,
+                                           prepared.request, std::move(prepared.inputs));
+  }
+
+  // Queues the Python step for the runner; any thread, without the GIL.
+  void to_runner(Prepared& prepared) {
+    std::unique_ptr<RunnerJob> job = python_step(prepared);
+    if (!runner_.submit(job)) {
+      prepared.call->finish(
+          grpc::Status(grpc::StatusCode::UNAVAILABLE, "The server is shutting down"));
+    }
+  }
+
+  // On the worker pool: the native run, else the Python step.
+  void run_on_worker(Prepared& prepared) {
+    if (prepared.call->finished()) return;  // cancelled, or its deadline passed, meanwhile
+    if (prepared.native &&
+        run_natively(*prepared.call, *prepared.request, prepared.inputs, prepared.handle)) {
+      return;
+    }
+    prepared.handle.release();
+    if (!prepared.queues_requests) {
+      to_runner(prepared);
+      return;
+    }
+    // A batched version's run waits for its batch: on this worker thread, as many at once
+    // as there are workers, the GIL taken once for the whole step.
+    auto job = python_step(prepared);
+    {
+      py::gil_scoped_acquire gil;
+      job->run();
+      job->encode();
+      job->drop();
+    }
+    job->send();
+  }
+
   ServableHandle lookup(const wire::ModelSpec& spec) const {
     if (spec.name().empty()) return {};
     Lookup found;

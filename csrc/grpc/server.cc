@@ -200,8 +200,11 @@ void GrpcServer::dispatch(std::shared_ptr<Call> call) {
     return;
   }
   std::shared_ptr<Call> queued = call;
-  if (!pool_->submit([handler, queued]() { handler->handle(queued); })) {
-    call->finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "The server is shutting down"));
+  std::function<void()> rest = handler->start(std::move(call));
+  if (!rest) return;
+  // The job keeps its handler alive.
+  if (!pool_->submit([handler, rest = std::move(rest)]() { rest(); })) {
+    queued->finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "The server is shutting down"));
   }
 }
 

@@ -20,9 +20,10 @@ bool PythonRunner::submit(std::unique_ptr<RunnerJob>& job) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return false;
     jobs_.push_back(std::move(job));
-    // Engaged threads take it (or the watcher sees them stuck); else wake one. Also wake
-    // one to watch, should the engaged ones have no watcher.
-    wake = waiting_ > 0 && (engaged_ == 0 || !watching_);
+    // Engaged threads take it (or the watcher sees them stuck), and answering ones look at
+    // the queue before they wait; else wake one. Also wake one to watch, should the engaged
+    // ones have no watcher.
+    wake = waiting_ > 0 && ((engaged_ == 0 && answering_ == 0) || (engaged_ > 0 && !watching_));
   }
   if (wake) wake_.notify_one();
   return true;
@@ -76,10 +77,13 @@ void PythonRunner::work() {
   std::vector<std::unique_ptr<RunnerJob>> done;
   std::vector<std::unique_ptr<RunnerJob>> ran;
   ran.reserve(most);
+  bool answered = false;  // this thread is counted in answering_
   for (;;) {
     bool work;
     {
       std::unique_lock<std::mutex> lock(mutex_);
+      if (answered) --answering_;
+      answered = false;
       if (done.empty() && !wait_to_enter(lock)) return;
       work = !jobs_.empty();
       if (work) {
@@ -111,6 +115,8 @@ void PythonRunner::work() {
       std::lock_guard<std::mutex> lock(mutex_);
       --standby_;
       --engaged_;
+      ++answering_;
+      answered = true;
     }
     for (auto& job : ran) job->answer();
     done.swap(ran);

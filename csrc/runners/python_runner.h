@@ -95,6 +95,7 @@ class PythonRunner {
   int waiting_ = 0;          // runner threads waiting on wake_
   int engaged_ = 0;          // runner threads that decided to enter and have not yet left
   int standby_ = 0;          // engaged runner threads not running a job (free to take one)
+  int answering_ = 0;        // runner threads answering, that look at the queue next
   bool watching_ = false;    // a runner thread watches the engaged ones
   std::uint64_t started_ = 0;  // jobs taken so far
   std::vector<std::thread> threads_;
