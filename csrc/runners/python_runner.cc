@@ -44,7 +44,10 @@ void PythonRunner::stop() {
 bool PythonRunner::wait_to_enter(std::unique_lock<std::mutex>& lock) {
   for (;;) {
     if (!jobs_.empty() && engaged_ == 0) return true;  // nobody inside to take them
-    if (stopping_ && jobs_.empty()) return false;
+    if (stopping_ && jobs_.empty()) {
+      wake_.notify_all();  // a thread may have begun waiting after stop() woke them all
+      return false;
+    }
     if (engaged_ > 0 && !watching_) {
       // Watch the engaged threads: enter if, for a whole period, jobs were queued and none
       // was started.
