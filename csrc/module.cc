@@ -108,6 +108,8 @@ PYBIND11_MODULE(_core, m) {
             if (!native.is_none()) {
               entry->native = native.cast<std::shared_ptr<fastserve::NativeServable>>();
             }
+            entry->queues_requests =
+                py::getattr(servable, "queues_requests", py::bool_(false)).cast<bool>();
             entry->python = fastserve::binding::keep(std::move(servable));
             Payload payload = std::move(entry);
             py::gil_scoped_release nogil;

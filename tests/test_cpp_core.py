@@ -14,6 +14,7 @@ PROGRAMS = {
     "servable_table": (("table/servable_table.cc",), "all servable table checks passed"),
     "batch_queue": (("batching/batch_queue.cc",), "all batch queue checks passed"),
     "snapshot": ((), "all snapshot checks passed"),
+    "python_runner": (("runners/python_runner.cc",), "all python runner checks passed"),
     "grpc_parts": (
         (
             "grpc/call.cc",

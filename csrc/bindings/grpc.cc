@@ -51,7 +51,7 @@ class PythonHandler final : public Handler {
 std::shared_ptr<Handler> native_predict(py::object run, std::shared_ptr<Handler> fallback,
                                         bool tensor_content, std::int64_t max_tensor_bytes,
                                         int max_rank, py::object table, bool check_method_names,
-                                        std::shared_ptr<RequestLog> log);
+                                        std::shared_ptr<RequestLog> log, int python_threads);
 
 using release_gil = py::call_guard<py::gil_scoped_release>;
 
@@ -129,7 +129,8 @@ void bind_grpc(py::module_& m) {
                server->route("/tensorflow.serving.PredictionService/Predict",
                              native_predict(std::move(predict), python, tensor_content,
                                             max_tensor_bytes, max_rank, std::move(table),
-                                            check_method_names, std::move(request_log)));
+                                            check_method_names, std::move(request_log),
+                                            worker_threads));
              }
              return server;
            }),

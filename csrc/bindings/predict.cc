@@ -1,12 +1,20 @@
 // The native Predict handler. The request is parsed and its tensors decoded in C++ without
-// the GIL. A version with a native form (a SavedModel on TensorFlow's C API) whose request
-// passes every check is resolved, checked, run and encoded without Python at all. Otherwise
-// the GIL is taken once, to resolve, check and run in Python
-// (fastserve.frontends.grpc.PredictionServicer.run_arrays), and the response is encoded in
-// C++. A request the codec does not take whole goes to the Python dispatcher unchanged. So
-// every error a client can see is worded by Python, TF Serving's words: the native path only
-// ever answers successes, the runner's own errors and a batched version's batching errors
+// the GIL, on gRPC's callback thread. A version with a native form (a SavedModel on
+// TensorFlow's C API) whose request passes every check is resolved, checked, run and encoded
+// without Python at all, on the server's worker pool. Otherwise the request is queued for the
+// Python-servable runner (csrc/runners/python_runner.h), whose thread takes the GIL once for
+// every request queued, resolves, checks and runs each in Python
+// (fastserve.frontends.grpc.PredictionServicer.run_arrays), and encodes and sends the
+// responses after letting go of the GIL. A batched version's runs wait for their batch, so
+// they run on a worker thread, which takes the GIL for its one request. A request the codec
+// does not take whole goes to the Python dispatcher unchanged (on the worker pool). So every
+// error a client can see is worded by Python, TF Serving's words: the native path only ever
+// answers successes, the runner's own errors and a batched version's batching errors
 // (csrc/batching/native_batcher.h words them as the Python batching does).
+//
+// Threads: start() runs on gRPC's callback thread and handle() (or the work start() leaves)
+// on the server's worker pool, both without the GIL; shutdown() is called once, without the
+// GIL, and answers every request queued for Python before it returns.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -22,6 +30,7 @@
 #include "grpc/predict_codec.h"
 #include "grpc/request_log.h"
 #include "grpc/server.h"
+#include "runners/python_runner.h"
 
 namespace py = pybind11;
 
@@ -54,100 +63,254 @@ double micros_since(std::chrono::steady_clock::time_point start) {
       .count();
 }
 
+// A Section that holds the GIL: the runner thread's Python thread state is made once, on
+// the first enter(), and kept until the section is destroyed (taking the GIL with
+// PyGILState_Ensure each time would make and free a thread state per request).
+class GilSection final : public Section {
+ public:
+  ~GilSection() override {
+    if (!entered_ || !Py_IsInitialized()) return;
+    PyEval_RestoreThread(saved_);
+    PyGILState_Release(state_);
+  }
+  void enter() override {
+    if (entered_) {
+      PyEval_RestoreThread(saved_);
+      return;
+    }
+    state_ = PyGILState_Ensure();
+    entered_ = true;
+  }
+  void leave() override { saved_ = PyEval_SaveThread(); }
+
+ private:
+  bool entered_ = false;
+  PyGILState_STATE state_{};
+  PyThreadState* saved_ = nullptr;
+};
+
+// One Predict request's Python step (PredictionServicer.run_arrays) and its answer.
+// Threads: run() and drop() with the GIL; encode() and send() without it, on the thread
+// that ran it (the outputs are views of Python arrays this job keeps alive, so it is
+// destroyed with the GIL).
+class PythonPredict final : public RunnerJob {
+ public:
+  PythonPredict(PythonRef run, bool tensor_content, std::shared_ptr<Call> call,
+                std::shared_ptr<wire::PredictRequest> request,
+                std::vector<std::pair<std::string, Tensor>> inputs)
+      : run_(std::move(run)),
+        tensor_content_(tensor_content),
+        call_(std::move(call)),
+        request_(std::move(request)),
+        inputs_(std::move(inputs)) {}
+
+  void run() noexcept override {
+    if (call_->finished()) {  // cancelled, or its deadline passed, while it waited
+      skipped_ = true;
+      return;
+    }
+    const auto& spec = request_->model_spec();
+    try {
+      py::dict arrays;
+      for (auto& [alias, tensor] : inputs_) arrays[py::str(alias)] = numpy_from_tensor(tensor);
+      inputs_.clear();  // the arrays keep what they view
+      py::object version = spec.has_version() ? py::object(py::int_(spec.version().value()))
+                                              : py::object(py::none());
+      py::object label = spec.version_choice_case() == wire::ModelSpec::kVersionLabel
+                             ? py::object(py::str(spec.version_label()))
+                             : py::object(py::none());
+      py::list filter;
+      for (const std::string& name : request_->output_filter()) filter.append(py::str(name));
+      py::tuple result = borrow(run_)(call_, spec.name(), version, label, spec.signature_name(),
+                                      arrays, filter)
+                             .cast<py::tuple>();
+      const int code = result[0].cast<int>();
+      if (code != 0) {
+        status_ = grpc::Status(static_cast<grpc::StatusCode>(code), result[1].cast<std::string>());
+        return;
+      }
+      version_ = result[1].cast<std::int64_t>();
+      signature_ = result[2].cast<std::string>();
+      for (py::handle item : result[3]) {
+        py::tuple output = py::reinterpret_borrow<py::tuple>(item);
+        outputs_.emplace_back(
+            output[0].cast<std::string>(),
+            tensor_from_numpy(output[2], static_cast<DataType>(output[1].cast<int>())));
+      }
+    } catch (py::error_already_set& error) {
+      status_ = grpc::Status(grpc::StatusCode::INTERNAL, error.what());
+    } catch (std::exception& error) {
+      status_ = grpc::Status(grpc::StatusCode::INTERNAL, error.what());
+    }
+  }
+
+  void answer() noexcept override {
+    encode();
+    send();
+  }
+
+  // The response from the outputs; no Python.
+  void encode() noexcept {
+    if (skipped_ || !status_.ok()) return;
+    try {
+      auto* model_spec = response_.mutable_model_spec();
+      model_spec->set_name(request_->model_spec().name());
+      model_spec->mutable_version()->set_value(version_);
+      if (!signature_.empty()) model_spec->set_signature_name(signature_);
+      auto& fields = *response_.mutable_outputs();
+      for (const auto& [alias, tensor] : outputs_) {
+        if (!encode_tensor(tensor, tensor_content_, &fields[alias])) {
+          status_ = grpc::Status(grpc::StatusCode::INTERNAL,
+                                 "cannot encode output " + alias + " of its type");
+          return;
+        }
+      }
+      response_.SerializeToString(&bytes_);
+    } catch (std::exception& error) {
+      status_ = grpc::Status(grpc::StatusCode::INTERNAL, error.what());
+    }
+  }
+
+  // Answers the call; no Python.
+  void send() noexcept {
+    if (skipped_) return;
+    if (!status_.ok()) {
+      call_->finish(status_);
+    } else {
+      call_->finish(grpc::Status::OK, std::move(bytes_));
+    }
+  }
+
+  // With the GIL: lets go of the Python arrays the outputs view.
+  void drop() noexcept { outputs_.clear(); }
+
+ private:
+  const PythonRef run_;
+  const bool tensor_content_;
+  const std::shared_ptr<Call> call_;
+  const std::shared_ptr<wire::PredictRequest> request_;
+  std::vector<std::pair<std::string, Tensor>> inputs_;
+  bool skipped_ = false;
+  grpc::Status status_;
+  std::int64_t version_ = 0;
+  std::string signature_;
+  std::vector<std::pair<std::string, Tensor>> outputs_;  // views of Python arrays
+  wire::PredictResponse response_;
+  std::string bytes_;
+};
+
 class NativePredict final : public Handler {
  public:
   NativePredict(PythonRef run, std::shared_ptr<Handler> fallback, bool tensor_content,
                 std::int64_t max_tensor_bytes, int max_rank, PythonRef table_keeper,
-                NativeOptions native)
+                NativeOptions native, int python_threads)
       : run_(std::move(run)),
         fallback_(std::move(fallback)),
         tensor_content_(tensor_content),
         max_tensor_bytes_(max_tensor_bytes),
         max_rank_(max_rank),
         table_keeper_(std::move(table_keeper)),
-        native_(native) {}
+        native_(native),
+        runner_([] { return std::make_unique<GilSection>(); },
+                PythonRunnerOptions{python_threads, 64}) {}
 
-  void handle(std::shared_ptr<Call> call) override {
-    if (call->finished()) return;  // cancelled, or its deadline passed, while it waited
+  // On gRPC's callback thread: parse, decode and look up (none of which blocks), then queue
+  // a Python servable's request for the runner here; what may block (a TensorFlow run, a
+  // batched Python step, the Python dispatcher) is left to the worker pool.
+  std::function<void()> start(std::shared_ptr<Call> call) override {
+    if (call->finished()) return {};
     auto request = std::make_shared<wire::PredictRequest>();
     if (!request->ParseFromString(call->request()) || !request->has_model_spec()) {
-      fallback_->handle(std::move(call));
-      return;
+      return to_fallback(std::move(call));
     }
-    std::vector<std::pair<std::string, Tensor>> inputs;
-    inputs.reserve(request->inputs_size());
+    auto prepared = std::make_shared<Prepared>();
+    prepared->inputs.reserve(request->inputs_size());
     for (const auto& [alias, proto] : request->inputs()) {
       auto tensor = decode_tensor(proto, request, max_tensor_bytes_, max_rank_);
-      if (!tensor) {
-        fallback_->handle(std::move(call));
-        return;
-      }
-      inputs.emplace_back(alias, std::move(*tensor));
+      if (!tensor) return to_fallback(std::move(call));
+      prepared->inputs.emplace_back(alias, std::move(*tensor));
     }
     // Sorted for a stable order of the Python dict (a map's order is not).
-    std::sort(inputs.begin(), inputs.end(),
+    std::sort(prepared->inputs.begin(), prepared->inputs.end(),
               [](const auto& a, const auto& b) { return a.first < b.first; });
-
-    const auto& spec = request->model_spec();
-    if (native_.table != nullptr && run_natively(*call, *request, inputs)) return;
-    wire::PredictResponse response;
-    grpc::Status status;
-    {
-      py::gil_scoped_acquire gil;
-      try {
-        py::dict arrays;
-        for (auto& [alias, tensor] : inputs) arrays[py::str(alias)] = numpy_from_tensor(tensor);
-        py::object version = spec.has_version() ? py::object(py::int_(spec.version().value()))
-                                                : py::object(py::none());
-        py::object label = spec.version_choice_case() == wire::ModelSpec::kVersionLabel
-                               ? py::object(py::str(spec.version_label()))
-                               : py::object(py::none());
-        py::list filter;
-        for (const std::string& name : request->output_filter()) filter.append(py::str(name));
-        py::tuple result = borrow(run_)(call, spec.name(), version, label, spec.signature_name(),
-                                        arrays, filter)
-                               .cast<py::tuple>();
-        const int code = result[0].cast<int>();
-        if (code != 0) {
-          status = grpc::Status(static_cast<grpc::StatusCode>(code), result[1].cast<std::string>());
-        } else {
-          auto* model_spec = response.mutable_model_spec();
-          model_spec->set_name(spec.name());
-          model_spec->mutable_version()->set_value(result[1].cast<std::int64_t>());
-          std::string signature = result[2].cast<std::string>();
-          if (!signature.empty()) model_spec->set_signature_name(signature);
-          // Encoded while the GIL is held: the outputs are views of Python arrays, and
-          // dropping them here spares a second GIL acquisition per request.
-          auto& fields = *response.mutable_outputs();
-          for (py::handle item : result[3]) {
-            py::tuple output = py::reinterpret_borrow<py::tuple>(item);
-            const std::string alias = output[0].cast<std::string>();
-            const Tensor tensor =
-                tensor_from_numpy(output[2], static_cast<DataType>(output[1].cast<int>()));
-            if (!encode_tensor(tensor, tensor_content_, &fields[alias])) {
-              status = grpc::Status(grpc::StatusCode::INTERNAL,
-                                    "cannot encode output " + alias + " of its type");
-              break;
-            }
-          }
-        }
-      } catch (py::error_already_set& error) {
-        status = grpc::Status(grpc::StatusCode::INTERNAL, error.what());
-      } catch (std::exception& error) {
-        status = grpc::Status(grpc::StatusCode::INTERNAL, error.what());
+    prepared->call = std::move(call);
+    prepared->request = std::move(request);
+    if (native_.table != nullptr) {
+      prepared->handle = lookup(prepared->request->model_spec());
+      if (prepared->handle) {
+        const VersionPayload& payload = version_payload(prepared->handle.payload());
+        prepared->queues_requests = payload.queues_requests;
+        prepared->native = payload.native != nullptr && payload.native->session != nullptr;
       }
-      inputs.clear();  // their numpy views are gone with the dict; drop the rest with the GIL
     }
-    if (!status.ok()) {
-      call->finish(status);
-      return;
+    if (!prepared->native && !prepared->queues_requests) {
+      prepared->handle.release();
+      to_runner(*prepared);
+      return {};
     }
-    std::string bytes;
-    response.SerializeToString(&bytes);
-    call->finish(grpc::Status::OK, std::move(bytes));
+    return [this, prepared]() { run_on_worker(*prepared); };
   }
 
+  void handle(std::shared_ptr<Call> call) override {
+    std::function<void()> rest = start(std::move(call));
+    if (rest) rest();
+  }
+
+  void shutdown() override { runner_.stop(); }
+
  private:
+  // A parsed and decoded request, between start() and the worker pool.
+  struct Prepared {
+    std::shared_ptr<Call> call;
+    std::shared_ptr<wire::PredictRequest> request;
+    std::vector<std::pair<std::string, Tensor>> inputs;
+    ServableHandle handle;  // its version, when the table has it
+    bool native = false;    // the version has a native form
+    bool queues_requests = false;
+  };
+
+  std::function<void()> to_fallback(std::shared_ptr<Call> call) {
+    return [this, call = std::move(call)]() { fallback_->handle(call); };
+  }
+
+  std::unique_ptr<PythonPredict> python_step(Prepared& prepared) const {
+    return std::make_unique<PythonPredict>(run_, tensor_content_, prepared.call,
+                                           prepared.request, std::move(prepared.inputs));
+  }
+
+  // Queues the Python step for the runner; any thread, without the GIL.
+  void to_runner(Prepared& prepared) {
+    std::unique_ptr<RunnerJob> job = python_step(prepared);
+    if (!runner_.submit(job)) {
+      prepared.call->finish(
+          grpc::Status(grpc::StatusCode::UNAVAILABLE, "The server is shutting down"));
+    }
+  }
+
+  // On the worker pool: the native run, else the Python step.
+  void run_on_worker(Prepared& prepared) {
+    if (prepared.call->finished()) return;  // cancelled, or its deadline passed, meanwhile
+    if (prepared.native &&
+        run_natively(*prepared.call, *prepared.request, prepared.inputs, prepared.handle)) {
+      return;
+    }
+    prepared.handle.release();
+    if (!prepared.queues_requests) {
+      to_runner(prepared);
+      return;
+    }
+    // A batched version's run waits for its batch: on this worker thread, as many at once
+    // as there are workers, the GIL taken once for the whole step.
+    auto job = python_step(prepared);
+    {
+      py::gil_scoped_acquire gil;
+      job->run();
+      job->encode();
+      job->drop();
+    }
+    job->send();
+  }
+
   ServableHandle lookup(const wire::ModelSpec& spec) const {
     if (spec.name().empty()) return {};
     Lookup found;
@@ -168,10 +331,9 @@ class NativePredict final : public Handler {
   // Serves the request without Python when its version has a native form and the request
   // passes every check; false (having answered nothing) when Python should take it.
   bool run_natively(Call& call, const wire::PredictRequest& request,
-                    const std::vector<std::pair<std::string, Tensor>>& inputs) const {
+                    const std::vector<std::pair<std::string, Tensor>>& inputs,
+                    ServableHandle& handle) const {
     const auto& spec = request.model_spec();
-    ServableHandle handle = lookup(spec);
-    if (!handle) return false;
     const NativeServable* servable = version_payload(handle.payload()).native.get();
     if (servable == nullptr || !servable->session) return false;
     const std::string& name =
@@ -277,6 +439,7 @@ class NativePredict final : public Handler {
   const int max_rank_;
   PythonRef table_keeper_;  // keeps the table alive while the server may look in it
   const NativeOptions native_;
+  PythonRunner runner_;  // last: stopped before the rest goes
 };
 
 }  // namespace
@@ -285,14 +448,14 @@ std::shared_ptr<Handler> native_predict(py::object run, std::shared_ptr<Handler>
                                         bool tensor_content, std::int64_t max_tensor_bytes,
                                         int max_rank, py::object table,
                                         bool check_method_names,
-                                        std::shared_ptr<RequestLog> log) {
+                                        std::shared_ptr<RequestLog> log, int python_threads) {
   NativeOptions native;
   native.log = std::move(log);
   if (!table.is_none()) native.table = &table.cast<const ServableTable&>();
   native.check_method_names = check_method_names;
   return std::make_shared<NativePredict>(keep(std::move(run)), std::move(fallback),
                                          tensor_content, max_tensor_bytes, max_rank,
-                                         keep(std::move(table)), native);
+                                         keep(std::move(table)), native, python_threads);
 }
 
 }  // namespace fastserve::binding

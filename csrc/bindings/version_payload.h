@@ -15,6 +15,9 @@ namespace fastserve::binding {
 
 struct VersionPayload {
   PythonRef python;
+  // The servable queues requests (batching): its runs wait for a batch, so they are not
+  // given to the Python-servable runner.
+  bool queues_requests = false;
   std::shared_ptr<const NativeServable> native;
 };
 

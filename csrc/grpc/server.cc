@@ -200,8 +200,11 @@ void GrpcServer::dispatch(std::shared_ptr<Call> call) {
     return;
   }
   std::shared_ptr<Call> queued = call;
-  if (!pool_->submit([handler, queued]() { handler->handle(queued); })) {
-    call->finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "The server is shutting down"));
+  std::function<void()> rest = handler->start(std::move(call));
+  if (!rest) return;
+  // The job keeps its handler alive.
+  if (!pool_->submit([handler, rest = std::move(rest)]() { rest(); })) {
+    queued->finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "The server is shutting down"));
   }
 }
 
@@ -217,6 +220,8 @@ void GrpcServer::shutdown(double grace_seconds) {
     server_->Wait();
   }
   if (pool_) pool_->stop();
+  for (auto& [method, handler] : routes_) handler->shutdown();
+  if (fallback_) fallback_->shutdown();
 }
 
 void GrpcServer::set_health(const std::string& service, bool serving) {

@@ -2,8 +2,9 @@
 //
 // A call's request bytes go to the handler registered for its method (exact path, e.g.
 // "/tensorflow.serving.PredictionService/Predict"), or else to the fallback handler. A
-// handler marked inline runs on gRPC's own callback thread and must not block; the others run
-// on the server's worker pool, where they may wait (take the GIL, run a Python servable).
+// handler marked inline runs on gRPC's own callback thread and must not block; the others
+// start there (Handler::start, which must not block either) and do the rest on the server's
+// worker pool, where they may wait (take the GIL, run a Python servable).
 // grpc.health.v1.Health is grpc++'s own service, its statuses set with set_health().
 //
 // Threads: never touches Python itself. route() and set_fallback() are called before start(),
@@ -17,6 +18,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <map>
 #include <memory>
@@ -43,6 +45,16 @@ class Handler {
   virtual void handle(std::shared_ptr<Call> call) = 0;
   // Whether handle() never blocks, so it may run on gRPC's callback thread.
   virtual bool runs_inline() const { return false; }
+  // For a handler that does not run inline: called first, on gRPC's callback thread, and
+  // must not block. Returns the work left for the worker pool, or an empty function once it
+  // answered the call or handed it on. By default all of handle() is left to the pool.
+  virtual std::function<void()> start(std::shared_ptr<Call> call) {
+    return [this, call = std::move(call)]() { handle(call); };
+  }
+  // Called once by GrpcServer::shutdown(), without the GIL, after the server stopped taking
+  // calls and its worker pool ran its last job: a handler that answers calls on threads of
+  // its own answers every call it holds before returning.
+  virtual void shutdown() {}
 };
 
 struct TlsOptions {
@@ -78,7 +90,7 @@ class GrpcServer {
   // address, or throws std::runtime_error naming the address that could not be bound.
   int start();
   // Stops accepting calls, lets calls in flight finish for up to `grace_seconds`, cancels
-  // the rest, then stops the worker pool. Idempotent.
+  // the rest, then stops the worker pool and shuts the handlers down. Idempotent.
   void shutdown(double grace_seconds);
   void set_health(const std::string& service, bool serving);
 

@@ -167,12 +167,14 @@ class PredictionServicer(_Servicer):
                 # the model's (runtime_latency).
                 self._api.check_request(resolved, inputs.keys(), output_filter)
                 # Only queued work can be dropped on cancellation: registering costs the
-                # call a GIL acquisition when it ends, so unqueued runs skip it.
-                context = (
-                    _run_context(call)
-                    if resolved.servable.queues_requests
-                    else RunContext.within(call.remaining())
-                )
+                # call a GIL acquisition when it ends, so unqueued runs skip it; without a
+                # deadline either, an unqueued run needs no context at all.
+                context: RunContext | None
+                if resolved.servable.queues_requests:
+                    context = _run_context(call)
+                else:
+                    remaining = call.remaining()
+                    context = None if remaining is None else RunContext.within(remaining)
                 outputs = self._api.predict(resolved, inputs, output_filter, context)
                 signature = resolved.signature
                 encoded = []
