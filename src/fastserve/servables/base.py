@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fastserve.types import RunContext, Signature
+from fastserve.errors import invalid_argument
+from fastserve.types import RunContext, Signature, shape_text
 
 
 class Servable(abc.ABC):
@@ -89,3 +90,15 @@ class Loader(abc.ABC):
 
     @abc.abstractmethod
     def load(self, path: str, options: LoadOptions) -> Servable: ...
+
+
+def check_declared_shapes(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
+    """For kinds whose declared input shapes are their contract (TensorFlow leaves shapes to
+    the graph): INVALID_ARGUMENT naming the first input whose shape the signature refuses."""
+    for alias, array in inputs.items():
+        info = signature.inputs[alias]
+        if not info.accepts_shape(array.shape):
+            raise invalid_argument(
+                f"input tensor {alias} has shape {shape_text(array.shape)}, which the "
+                f"signature's shape {shape_text(info.shape)} does not accept"
+            )

@@ -25,8 +25,8 @@ import yaml
 
 from fastserve.dtypes import DType
 from fastserve.errors import Code, ServingError, internal, invalid_argument
-from fastserve.servables.base import Loader, LoadOptions, Servable
-from fastserve.types import PREDICT_METHOD, RunContext, Signature, TensorInfo, shape_text
+from fastserve.servables.base import Loader, LoadOptions, Servable, check_declared_shapes
+from fastserve.types import PREDICT_METHOD, RunContext, Signature, TensorInfo
 
 MODEL_FILE = "model.onnx"
 OPTIONS_FILE = "servable.yaml"
@@ -203,15 +203,10 @@ class OnnxServable(Servable):
     ) -> dict[str, np.ndarray]:
         # The graph's declared shapes, checked here so that the message names the input
         # the way a python servable's does.
-        feeds: dict[str, np.ndarray] = {}
-        for alias, array in inputs.items():
-            info = signature.inputs[alias]
-            if not info.accepts_shape(array.shape):
-                raise invalid_argument(
-                    f"input tensor {alias} has shape {shape_text(array.shape)}, which the "
-                    f"signature's shape {shape_text(info.shape)} does not accept"
-                )
-            feeds[info.name] = _to_onnx(alias, array)
+        check_declared_shapes(signature, inputs)
+        feeds = {
+            signature.inputs[alias].name: _to_onnx(alias, array) for alias, array in inputs.items()
+        }
         fetches = [signature.outputs[name].name for name in output_names]
         try:
             # InferenceSession.run releases the GIL while it computes and may be called

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from fastserve import dtypes
-from fastserve.errors import Code, ServingError, from_exception, internal, invalid_argument
-from fastserve.servables.base import Loader, LoadOptions, Servable
-from fastserve.types import PREDICT_METHOD, RunContext, Signature, TensorInfo, shape_text
+from fastserve.errors import Code, ServingError, from_exception, internal
+from fastserve.servables.base import Loader, LoadOptions, Servable, check_declared_shapes
+from fastserve.types import PREDICT_METHOD, RunContext, Signature, TensorInfo
 
 MODEL_FILE = "model.py"
 _SIGNATURE_ATTRIBUTE = "__fastserve_signature__"
@@ -137,13 +137,7 @@ class PythonServable(Servable):
         context: RunContext | None = None,
     ) -> dict[str, np.ndarray]:
         # Declared shapes are this kind's contract (TensorFlow leaves them to the graph).
-        for alias, array in inputs.items():
-            info = signature.inputs[alias]
-            if not info.accepts_shape(array.shape):
-                raise invalid_argument(
-                    f"input tensor {alias} has shape {shape_text(array.shape)}, which the "
-                    f"signature's shape {shape_text(info.shape)} does not accept"
-                )
+        check_declared_shapes(signature, inputs)
         # Inputs decoded without a copy are read-only views; model code may write to its
         # arguments, so it gets arrays of its own whatever the protocol was.
         arguments = {
