@@ -249,9 +249,12 @@ class _Uvicorn:
             noisy.setLevel(logging.WARNING)
         if not any(isinstance(f, _NoUpgradeWarnings) for f in noisy.filters):
             noisy.addFilter(_NoUpgradeWarnings())
+        from fastserve.frontends.uvicorn_protocol import CoalescingHttpToolsProtocol
+
         config = uvicorn.Config(
             app,
-            http="httptools",
+            # httptools, writing each answer in one system call (see uvicorn_protocol.py)
+            http=CoalescingHttpToolsProtocol,
             ws="none",
             lifespan="off",
             log_config=None,  # fastserve's logging stays as configured

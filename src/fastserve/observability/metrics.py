@@ -133,6 +133,17 @@ class _BatchingCollector(Collector):
         yield from self.counters.collect()
 
 
+def _child(cache: dict[tuple[str, ...], Any], metric: Any, labels: tuple[str, ...]) -> Any:
+    """metric.labels(*labels), remembered: prometheus-client's own lookup takes a lock and
+    checks the values on every call (about 1 µs), twice or thrice per request. Children are
+    never removed, so a remembered one stays valid; two threads racing here get the same
+    child from labels()."""
+    child = cache.get(labels)
+    if child is None:
+        child = cache[labels] = metric.labels(*labels)
+    return child
+
+
 class _Timed:
     __slots__ = ("_histogram", "_started")
 
@@ -160,6 +171,10 @@ class Metrics:
     ) -> None:
         self.enabled = enabled
         self._known_model = known_model
+        # Remembered children of the per-request metrics (see _child).
+        self._count_children: dict[tuple[str, ...], Any] = {}
+        self._latency_children: dict[tuple[str, ...], Any] = {}
+        self._runtime_children: dict[tuple[str, ...], Any] = {}
         self._sources: list[Callable[[], object]] = []
         self.registry = CollectorRegistry(auto_describe=False)
         registry = self.registry
@@ -241,20 +256,24 @@ class Metrics:
             return
         if not self._known_model(model):
             model = UNKNOWN_MODEL
-        self._request_count.labels(model, status).inc()
-        self._request_latency.labels(model, api, entrypoint).observe(micros)
+        _child(self._count_children, self._request_count, (model, status)).inc()
+        _child(self._latency_children, self._request_latency, (model, api, entrypoint)).observe(
+            micros
+        )
 
     def runtime(self, model: str, api: str, runtime: str) -> AbstractContextManager[object]:
         """Times a servable's computation of one request (with batching: queuing included;
         the request's checks against the signature too, a few microseconds)."""
         if not self.enabled:
             return _UNTIMED
-        return _Timed(self._runtime_latency.labels(model, api, runtime))
+        return _Timed(_child(self._runtime_children, self._runtime_latency, (model, api, runtime)))
 
     def runtime_observed(self, model: str, api: str, runtime: str, micros: float) -> None:
         """A computation timed elsewhere (the native request path)."""
         if self.enabled:
-            self._runtime_latency.labels(model, api, runtime).observe(micros)
+            _child(self._runtime_children, self._runtime_latency, (model, api, runtime)).observe(
+                micros
+            )
 
     def add_source(self, refresh: Callable[[], object]) -> None:
         """`refresh` brings in what was recorded elsewhere (the native server's requests);
