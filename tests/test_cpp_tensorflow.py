@@ -52,3 +52,32 @@ def test_tensorflow_session_under_sanitizer(
         "all tensorflow session checks passed",
         cpp.TENSORFLOW_TSAN,
     )
+
+
+NATIVE_PREDICT_SOURCES = (
+    *SOURCES,
+    "grpc/native_predict.cc",
+    "grpc/call.cc",
+    "grpc/predict_codec.cc",
+    "grpc/request_log.cc",
+    "table/servable_table.cc",
+    "batching/native_batcher.cc",
+    "batching/batch_queue.cc",
+)
+
+
+@pytest.mark.parametrize("sanitizer", ["thread", "address,undefined"])
+def test_native_predict_under_sanitizer(
+    tmp_path: Path, sanitizer: str, saved_model: tuple[Path, str, str, str, Path]
+) -> None:
+    """The native Predict path (csrc/grpc/native_predict.h): lookups by version, label and
+    latest, what it leaves to Python, tensor_content, many threads unbatched and batched."""
+    export_dir, library, config, _, _ = saved_model
+    flags = [*cpp.native_flags(tmp_path, beside_tensorflow=True), "-ldl"]
+    binary = cpp.build(tmp_path, "native_predict", sanitizer, NATIVE_PREDICT_SOURCES, flags)
+    cpp.run(
+        binary,
+        [library, str(export_dir), config],
+        "all native predict checks passed",
+        cpp.TENSORFLOW_TSAN,
+    )

@@ -1,7 +1,8 @@
-// The native Predict handler. The request is parsed and its tensors decoded in C++ without
-// the GIL, on gRPC's callback thread. A version with a native form (a SavedModel on
-// TensorFlow's C API) whose request passes every check is resolved, checked, run and encoded
-// without Python at all, on the server's worker pool. Otherwise the request is queued for the
+// The native Predict handler's binding: the Python step and the wiring. The request is parsed
+// and its tensors decoded in C++ without the GIL, on gRPC's callback thread. A version with a
+// native form (a SavedModel on TensorFlow's C API) whose request passes every check is
+// resolved, checked, run and encoded without Python at all (csrc/grpc/native_predict.h), on
+// the server's worker pool. Otherwise the request is queued for the
 // Python-servable runner (csrc/runners/python_runner.h), whose thread takes the GIL once for
 // every request queued, resolves, checks and runs each in Python
 // (fastserve.frontends.grpc.PredictionServicer.run_arrays), and encodes and sends the
@@ -19,7 +20,6 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
-#include <chrono>
 #include <functional>
 
 #include "bindings/numpy_tensor.h"
@@ -27,6 +27,7 @@
 #include "bindings/version_payload.h"
 #include "table/servable_table.h"
 #include "fastserve/predict.pb.h"
+#include "grpc/native_predict.h"
 #include "grpc/predict_codec.h"
 #include "grpc/request_log.h"
 #include "grpc/server.h"
@@ -37,31 +38,10 @@ namespace py = pybind11;
 namespace fastserve::binding {
 namespace {
 
-constexpr std::size_t kMaxMessageBytes = 1024;  // TF Serving's, as fastserve.errors
-
-std::string truncated(std::string message) {
-  if (message.size() <= kMaxMessageBytes) return message;
-  std::size_t cut = kMaxMessageBytes;
-  while (cut > 0 && (static_cast<unsigned char>(message[cut]) & 0xC0) == 0x80) --cut;
-  message.resize(cut);
-  return message + "...TRUNCATED";
-}
-
-bool is_predict_method(const std::string& method) {
-  return method == "tensorflow/serving/predict" || method == "tensorflow/serving/classify" ||
-         method == "tensorflow/serving/regress";
-}
-
 struct NativeOptions {
   const ServableTable* table = nullptr;  // null: no native runs
-  bool check_method_names = false;
-  std::shared_ptr<RequestLog> log;  // null: native runs are not recorded
+  NativePredictOptions predict;
 };
-
-double micros_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start)
-      .count();
-}
 
 // A Section that holds the GIL: the runner thread's Python thread state is made once, on
 // the first enter(), and kept until the section is destroyed (taking the GIL with
@@ -236,7 +216,7 @@ class NativePredict final : public Handler {
     prepared->call = std::move(call);
     prepared->request = std::move(request);
     if (native_.table != nullptr) {
-      prepared->handle = lookup(prepared->request->model_spec());
+      prepared->handle = lookup_version(*native_.table, prepared->request->model_spec());
       if (prepared->handle) {
         const VersionPayload& payload = version_payload(prepared->handle.payload());
         prepared->queues_requests = payload.queues_requests;
@@ -290,9 +270,12 @@ class NativePredict final : public Handler {
   // On the worker pool: the native run, else the Python step.
   void run_on_worker(Prepared& prepared) {
     if (prepared.call->finished()) return;  // cancelled, or its deadline passed, meanwhile
-    if (prepared.native &&
-        run_natively(*prepared.call, *prepared.request, prepared.inputs, prepared.handle)) {
-      return;
+    if (prepared.native) {
+      const NativeServable& servable = *version_payload(prepared.handle.payload()).native;
+      if (run_natively(*prepared.call, *prepared.request, prepared.inputs, servable,
+                       prepared.handle, native_.predict)) {
+        return;
+      }
     }
     prepared.handle.release();
     if (!prepared.queues_requests) {
@@ -309,127 +292,6 @@ class NativePredict final : public Handler {
       job->drop();
     }
     job->send();
-  }
-
-  ServableHandle lookup(const wire::ModelSpec& spec) const {
-    if (spec.name().empty()) return {};
-    Lookup found;
-    switch (spec.version_choice_case()) {
-      case wire::ModelSpec::kVersion:
-        found = native_.table->acquire_version(spec.name(), spec.version().value());
-        break;
-      case wire::ModelSpec::kVersionLabel:
-        found = native_.table->acquire_label(spec.name(), spec.version_label());
-        break;
-      default:
-        found = native_.table->acquire_latest(spec.name());
-    }
-    if (found.status != LookupStatus::kOk) return {};
-    return std::move(found.handle);
-  }
-
-  // Serves the request without Python when its version has a native form and the request
-  // passes every check; false (having answered nothing) when Python should take it.
-  bool run_natively(Call& call, const wire::PredictRequest& request,
-                    const std::vector<std::pair<std::string, Tensor>>& inputs,
-                    ServableHandle& handle) const {
-    const auto& spec = request.model_spec();
-    const NativeServable* servable = version_payload(handle.payload()).native.get();
-    if (servable == nullptr || !servable->session) return false;
-    const std::string& name =
-        spec.signature_name().empty() ? std::string("serving_default") : spec.signature_name();
-    auto found = servable->signatures.find(name);
-    if (found == servable->signatures.end()) return false;
-    const SignatureSpec& signature = found->second;
-    if (native_.check_method_names && !is_predict_method(signature.method_name)) return false;
-    if (inputs.size() != signature.inputs.size()) return false;
-    std::vector<std::pair<std::string, Tensor>> feeds;
-    feeds.reserve(inputs.size());
-    for (const auto& [alias, tensor] : inputs) {
-      auto wanted = signature.inputs.find(alias);
-      if (wanted == signature.inputs.end() || wanted->second.dtype != tensor.dtype) return false;
-      feeds.emplace_back(wanted->second.name, tensor);
-    }
-    std::vector<const std::string*> aliases;
-    std::vector<const TensorSpec*> specs;
-    if (request.output_filter_size() == 0) {
-      for (const auto& [alias, output] : signature.outputs) {
-        aliases.push_back(&alias);
-        specs.push_back(&output);
-      }
-    } else {
-      for (const std::string& alias : request.output_filter()) {
-        auto wanted = signature.outputs.find(alias);
-        if (wanted == signature.outputs.end()) return false;
-        for (const std::string* seen : aliases) {
-          if (*seen == alias) return false;  // a duplicate: Python words it
-        }
-        aliases.push_back(&wanted->first);
-        specs.push_back(&wanted->second);
-      }
-    }
-    auto remaining = call.remaining();
-    if (call.finished() || (remaining && *remaining <= 0)) return false;
-
-    std::vector<std::string> fetches;
-    fetches.reserve(specs.size());
-    for (const TensorSpec* output : specs) fetches.push_back(output->name);
-    std::vector<Tensor> outputs;
-    tensorflow::Status status;
-    const auto ran = std::chrono::steady_clock::now();
-    if (servable->batcher) {
-      std::optional<Clock::time_point> deadline;
-      if (remaining) {
-        deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                      std::chrono::duration<double>(*remaining));
-      }
-      status = servable->batcher->run(
-          feeds, fetches, &outputs, deadline,
-          [&call](std::function<void()> abandon) { call.on_cancel(std::move(abandon)); });
-    } else {
-      status = servable->session->run(feeds, fetches, &outputs);
-    }
-    const double runtime_micros = micros_since(ran);
-    auto finish = [&](const grpc::Status& answer, std::string bytes = {}) {
-      const int code = static_cast<int>(answer.error_code());
-      call.finish(answer, std::move(bytes));
-      if (native_.log) {
-        native_.log->add(RequestRecord{spec.name(), code, micros_since(call.started()),
-                                       runtime_micros, servable->runtime, call.peer()});
-      }
-    };
-    if (!status.ok()) {
-      finish(grpc::Status(static_cast<grpc::StatusCode>(status.code), truncated(status.message)));
-      return true;
-    }
-    if (outputs.size() != fetches.size()) {
-      finish(grpc::Status(grpc::StatusCode::UNKNOWN, "Predict internal error"));
-      return true;
-    }
-    wire::PredictResponse response;
-    auto* model_spec = response.mutable_model_spec();
-    model_spec->set_name(spec.name());
-    model_spec->mutable_version()->set_value(handle.version());
-    model_spec->set_signature_name(name);
-    auto& fields = *response.mutable_outputs();
-    for (std::size_t i = 0; i < outputs.size(); ++i) {
-      Tensor& tensor = outputs[i];
-      if (specs[i]->dtype != DataType::kInvalid && tensor.dtype != specs[i]->dtype) {
-        finish(grpc::Status(grpc::StatusCode::INTERNAL,
-                            "output " + *aliases[i] + " is not of its signature's type"));
-        return true;
-      }
-      if (!encode_tensor(tensor, tensor_content_, &fields[*aliases[i]])) {
-        finish(grpc::Status(grpc::StatusCode::INTERNAL,
-                            "cannot encode output " + *aliases[i] + " of its type"));
-        return true;
-      }
-    }
-    handle.release();
-    std::string bytes;
-    response.SerializeToString(&bytes);
-    finish(grpc::Status::OK, std::move(bytes));
-    return true;
   }
 
   PythonRef run_;
@@ -450,9 +312,10 @@ std::shared_ptr<Handler> native_predict(py::object run, std::shared_ptr<Handler>
                                         bool check_method_names,
                                         std::shared_ptr<RequestLog> log, int python_threads) {
   NativeOptions native;
-  native.log = std::move(log);
   if (!table.is_none()) native.table = &table.cast<const ServableTable&>();
-  native.check_method_names = check_method_names;
+  native.predict.check_method_names = check_method_names;
+  native.predict.tensor_content = tensor_content;
+  native.predict.log = std::move(log);
   return std::make_shared<NativePredict>(keep(std::move(run)), std::move(fallback),
                                          tensor_content, max_tensor_bytes, max_rank,
                                          keep(std::move(table)), native, python_threads);

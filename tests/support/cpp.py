@@ -50,6 +50,34 @@ def build(
     return binary
 
 
+def native_flags(tmp_path: Path, beside_tensorflow: bool = False) -> list[str]:
+    """For programs that use the protos and grpc++: compiles protos/ with protoc into
+    tmp_path; returns the generated sources and grpc++/protobuf's compiler and linker flags.
+
+    `beside_tensorflow`: for a program that also dlopens TensorFlow, whose libraries carry
+    and export their own protobuf. The program then links protobuf statically and no grpc++
+    library (grpc++'s headers only), so that no shared library of its makes protobuf's
+    symbols global, where TensorFlow's calls to its own copy would bind to them."""
+    out = tmp_path / "protos"
+    out.mkdir()
+    protos = sorted(str(p.relative_to(REPO / "protos")) for p in (REPO / "protos").rglob("*.proto"))
+    subprocess.run(
+        ["protoc", f"--proto_path={REPO / 'protos'}", f"--cpp_out={out}", *protos],
+        check=True,
+        capture_output=True,
+    )
+    asked = ["--cflags"] if beside_tensorflow else ["--cflags", "--libs"]
+    pkg = subprocess.run(
+        ["pkg-config", *asked, "grpc++", "protobuf"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    if beside_tensorflow:
+        pkg += ["-Wl,-Bstatic", "-lprotobuf", "-Wl,-Bdynamic"]
+    return [*(str(p) for p in sorted(out.rglob("*.cc"))), f"-I{out}", *pkg]
+
+
 def run(binary: Path, args: Sequence[str], passed: str, tsan_options: str = "") -> None:
     """Runs a test program; it must exit 0, print `passed`, and no sanitizer may warn."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
