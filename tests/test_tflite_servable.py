@@ -155,6 +155,8 @@ def test_many_threads_share_a_pool_of_interpreters(models: TfLiteStore, tmp_path
     servable = load(folder)
     assert isinstance(servable, TfLiteServable)
     assert servable.num_interpreters == 2
+    # It may wait for another request's interpreter, as a batch queue waits.
+    assert servable.queues_requests
 
     def call(n: int) -> list[float]:
         return run(servable, {"x": np.arange(n, dtype=np.float32)})["y"].tolist()

@@ -194,6 +194,8 @@ class TfLiteServable(Servable):
     """
 
     runtime = "tflite"
+    # A request may wait for another's interpreter: REST must not run it on its event loop.
+    queues_requests = True
 
     def __init__(self, interpreters: Sequence[Any]) -> None:
         self._signatures = _signatures(interpreters[0])
