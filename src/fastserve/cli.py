@@ -153,6 +153,13 @@ FLAGS: tuple[Flag, ...] = (
         "Threads running TF ops concurrently (0: auto, which runs on the request's thread).",
     ),
     Flag(
+        "prefer_tflite_model",
+        _boolean,
+        OPTION,
+        "Serve model.tflite from a SavedModel folder that has one, instead of saved_model.pb "
+        "(model_platform tensorflow); folders without it serve the SavedModel.",
+    ),
+    Flag(
         "monitoring_config_file",
         str,
         OPTION,
@@ -217,7 +224,6 @@ FLAGS: tuple[Flag, ...] = (
 # TF Serving's flags that fastserve supports only at their default value so far.
 DEFAULT_ONLY: dict[str, tuple[Callable[[str], Any], Any]] = {
     "use_alts_credentials": (_boolean, False),
-    "prefer_tflite_model": (_boolean, False),
     "xla_cpu_compilation_enabled": (_boolean, False),
     "xla_gpu_compilation_enabled": (_boolean, False),
     "skip_initialize_tpu": (_boolean, False),

@@ -28,6 +28,7 @@ class ServerOptions:
     saved_model_tags: tuple[str, ...] = ("serve",)
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
+    prefer_tflite_model: bool = False
     shutdown_grace_seconds: float = 30.0
     model_config_file: str = ""
     grpc_socket_path: str = ""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from support import tflite_models
 from support.server import ServerProcess
 from support.store import ModelStore
 
@@ -25,6 +26,45 @@ def testdata(store: ModelStore, tmp_path_factory: pytest.TempPathFactory) -> Pat
     store.install(store.half_plus_three(), root / "saved_model_half_plus_three" / "00000123")
     store.install(store.counter(), root / "saved_model_counter" / "00000123")
     return root
+
+
+@pytest.fixture(scope="session")
+def tflite_testdata(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TF Serving's two half_plus_two TF Lite models, converted here: without SignatureDefs
+    (tensors x and y of shape (1, 1), from a TF1 session), and with a serving_default one."""
+    root = tmp_path_factory.mktemp("tflite_testdata")
+    tflite_models.half_plus_two_graph(root / "saved_model_half_plus_two_tflite" / "00000123")
+    tflite_models.half_plus_two_signature(
+        root / "saved_model_half_plus_two_tflite_with_sigdef" / "00000123", shape=(1, 1)
+    )
+    return root
+
+
+def _tflite_server(base_path: Path) -> ServerProcess:
+    """As TF Serving's RunServer(model_type='tflite'): the default platform, and
+    --prefer_tflite_model=true."""
+    return ServerProcess(
+        [
+            "--model_name=default",
+            f"--model_base_path={base_path}",
+            "--rest_api_timeout_in_ms=5000",
+            "--prefer_tflite_model=true",
+        ]
+    ).ready()
+
+
+@pytest.fixture(scope="session")
+def tfs_tflite(tflite_testdata: Path) -> Iterator[ServerProcess]:
+    process = _tflite_server(tflite_testdata / "saved_model_half_plus_two_tflite")
+    yield process
+    assert process.terminate() == 0, process.output
+
+
+@pytest.fixture(scope="session")
+def tfs_tflite_with_sigdef(tflite_testdata: Path) -> Iterator[ServerProcess]:
+    process = _tflite_server(tflite_testdata / "saved_model_half_plus_two_tflite_with_sigdef")
+    yield process
+    assert process.terminate() == 0, process.output
 
 
 @pytest.fixture(scope="session")

@@ -159,6 +159,14 @@ def test_predict_uds(tfs: ServerProcess, socket_path: Path) -> None:
         verify_predict(stub, 3.0, VERSION, specify_output=False)
 
 
+def test_predict_on_tflite(tfs_tflite: ServerProcess) -> None:
+    verify_predict(tfs_tflite.prediction, 3.0, VERSION, specify_output=False)
+
+
+def test_predict_with_signature_def_on_tflite(tfs_tflite_with_sigdef: ServerProcess) -> None:
+    verify_predict(tfs_tflite_with_sigdef.prediction, 3.0, VERSION, specify_output=False)
+
+
 def test_good_model_config(
     testdata: Path, tmp_path: Path, start_server: Callable[..., ServerProcess]
 ) -> None:

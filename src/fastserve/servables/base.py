@@ -75,6 +75,9 @@ class LoadOptions:
     saved_model_tags: tuple[str, ...] = ("serve",)
     intra_op_parallelism: int = 0
     inter_op_parallelism: int = 0
+    # TF Serving's --prefer_tflite_model: a SavedModel folder that also holds model.tflite
+    # serves the TF Lite model.
+    prefer_tflite_model: bool = False
 
 
 class Loader(abc.ABC):

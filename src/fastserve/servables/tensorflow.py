@@ -17,6 +17,7 @@ import numpy as np
 
 from fastserve.dtypes import DType
 from fastserve.errors import Code, ServingError, from_exception, not_found
+from fastserve.servables import tflite
 from fastserve.servables.base import Loader, LoadOptions, Servable
 from fastserve.types import RunContext, Signature, TensorInfo
 
@@ -294,6 +295,19 @@ class TensorFlowLoader(Loader):
     platform = "tensorflow"
 
     def load(self, path: str, options: LoadOptions) -> Servable:
+        # A version folder is <model base path>/<version>: the model's folder names it here.
+        model = os.path.basename(os.path.dirname(os.path.normpath(path)))
+        version = os.path.basename(os.path.normpath(path))
+        if options.prefer_tflite_model and os.path.isfile(os.path.join(path, tflite.MODEL_FILE)):
+            # As TF Serving's SavedModel factory does: the TF Lite model wherever there is one.
+            servable = tflite.TfLiteLoader().load(path, options)
+            log.info(
+                "model %s version %s: served by TF Lite from %s (--prefer_tflite_model)",
+                model,
+                version,
+                tflite.MODEL_FILE,
+            )
+            return servable
         meta_graph = _check_folder(path, options.saved_model_tags)
         problem = native_runner_problem()
         try:
@@ -302,9 +316,6 @@ class TensorFlowLoader(Loader):
             raise
         except Exception as error:
             raise _status_from_tf(error) from error
-        # A version folder is <model base path>/<version>: the model's folder names it here.
-        model = os.path.basename(os.path.dirname(os.path.normpath(path)))
-        version = os.path.basename(os.path.normpath(path))
         if problem:
             log.info(
                 "model %s version %s: served by the Python TensorFlow session (%s)",
