@@ -1,5 +1,6 @@
 // The C++ batch scheduler without Python: built by tests/test_cpp_core.py under
 // ThreadSanitizer and AddressSanitizer, which fail the run on any race or memory error.
+#include "check.h"
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -22,16 +23,12 @@ using fastserve::SubmitStatus;
 using fastserve::Task;
 using fastserve::TaskOutcome;
 
+using fastserve::testing::check;
+using fastserve::testing::finish;
+
 namespace {
 
-int failures = 0;
 
-void check(bool condition, const char* what) {
-  if (!condition) {
-    std::fprintf(stderr, "FAILED: %s\n", what);
-    ++failures;
-  }
-}
 
 // A payload holding an integer: a task's id in, and "id * 1000 + first row" out.
 Payload number(std::int64_t value) {
@@ -176,6 +173,5 @@ int main() {
   splitting();
   deadlines_and_abandoned_tasks_never_run();
   many_producers_and_consumers();
-  if (failures == 0) std::printf("all batch queue checks passed\n");
-  return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return finish("all batch queue checks passed");
 }

@@ -1,5 +1,6 @@
 // The native gRPC server's parts that need no network: Call (answer once, cancel races),
 // WorkerPool, and the Predict codec. Built with sanitizers by tests/test_cpp_core.py.
+#include "check.h"
 #include <atomic>
 #include <cassert>
 #include <cstdio>
@@ -19,13 +20,8 @@ using fastserve::Responder;
 using fastserve::Tensor;
 using fastserve::WorkerPool;
 
-#define CHECK(condition)                                                  \
-  do {                                                                    \
-    if (!(condition)) {                                                   \
-      std::fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #condition); \
-      std::abort();                                                       \
-    }                                                                     \
-  } while (0)
+
+using fastserve::testing::finish;
 
 namespace {
 
@@ -198,6 +194,5 @@ int main() {
   worker_pool_runs_every_job_then_stops();
   codec_round_trips_typed_values_and_content();
   codec_leaves_the_unusual_to_python();
-  std::puts("all grpc parts checks passed");
-  return 0;
+  return finish("all grpc parts checks passed");
 }

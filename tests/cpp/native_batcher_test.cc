@@ -3,6 +3,7 @@
 // splitting, deadlines, cancellation, queue bounds, error isolation and stop. Usage:
 //   native_batcher_test <libtensorflow_cc.so.2> <half_plus_two export dir> <config hex>
 //                       <identities export dir (models.identities)>
+#include "check.h"
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -25,25 +26,13 @@ using fastserve::tensorflow::Status;
 using fastserve::tensorflow::TensorFlowSession;
 namespace batching = fastserve::batching;
 
+using fastserve::testing::finish;
+using fastserve::testing::from_hex;
+
 namespace {
 
-int failures = 0;
 
-#define CHECK(condition)                                                                  \
-  do {                                                                                    \
-    if (!(condition)) {                                                                   \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #condition); \
-      ++failures;                                                                         \
-    }                                                                                     \
-  } while (0)
 
-std::string from_hex(const char* hex) {
-  std::string bytes;
-  for (std::size_t i = 0; hex[i] && hex[i + 1]; i += 2) {
-    bytes.push_back(static_cast<char>(std::stoi(std::string(hex + i, 2), nullptr, 16)));
-  }
-  return bytes;
-}
 
 Tensor floats(std::vector<std::int64_t> shape, const std::vector<float>& values) {
   Tensor tensor = Tensor::allocate(DataType::kFloat, std::move(shape));
@@ -322,10 +311,5 @@ int main(int argc, char** argv) {
   errors(session);
   splitting(session);
   variable_lengths(identities);
-  if (failures != 0) {
-    std::fprintf(stderr, "%d checks failed\n", failures);
-    return 1;
-  }
-  std::printf("all native batcher checks passed\n");
-  return 0;
+  return finish("all native batcher checks passed");
 }

@@ -2,6 +2,7 @@
 // half_plus_two, built by tests/test_cpp_tensorflow.py), looked up through a real servable
 // table, from many threads at once, unbatched and batched. Usage:
 //   native_predict_test <libtensorflow_cc.so.2> <half_plus_two export dir> <config hex>
+#include "check.h"
 #include <atomic>
 #include <cstdio>
 #include <cstring>
@@ -23,25 +24,13 @@ using fastserve::ServableTable;
 using fastserve::Tensor;
 namespace wire = fastserve::wire;
 
+using fastserve::testing::finish;
+using fastserve::testing::from_hex;
+
 namespace {
 
-int failures = 0;
 
-#define CHECK(condition)                                                                  \
-  do {                                                                                    \
-    if (!(condition)) {                                                                   \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #condition); \
-      ++failures;                                                                         \
-    }                                                                                     \
-  } while (0)
 
-std::string from_hex(const char* hex) {
-  std::string bytes;
-  for (std::size_t i = 0; hex[i] && hex[i + 1]; i += 2) {
-    bytes.push_back(static_cast<char>(std::stoi(std::string(hex + i, 2), nullptr, 16)));
-  }
-  return bytes;
-}
 
 class Answer : public fastserve::Responder {
  public:
@@ -227,10 +216,5 @@ int main(int argc, char** argv) {
   }
 
   batched->batcher->stop();
-  if (failures != 0) {
-    std::fprintf(stderr, "%d checks failed\n", failures);
-    return 1;
-  }
-  std::printf("all native predict checks passed\n");
-  return 0;
+  return finish("all native predict checks passed");
 }

@@ -2,6 +2,7 @@
 // tests/test_cpp_core.py under ThreadSanitizer and AddressSanitizer, which fail the run on
 // any race or memory error (the jobs' counters are guarded by the stand-in GIL alone, so a
 // job run outside its section is a race TSan reports).
+#include "check.h"
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -17,16 +18,12 @@ using fastserve::PythonRunnerOptions;
 using fastserve::RunnerJob;
 using fastserve::Section;
 
+using fastserve::testing::check;
+using fastserve::testing::finish;
+
 namespace {
 
-int failures = 0;
 
-void check(bool condition, const char* what) {
-  if (!condition) {
-    std::fprintf(stderr, "FAILED: %s\n", what);
-    ++failures;
-  }
-}
 
 // The stand-in GIL, and whether this thread holds it.
 std::mutex gil;
@@ -275,10 +272,5 @@ int main() {
   stop_runs_what_is_queued_and_refuses_the_rest();
   many_waiting_jobs_each_get_a_thread();
   an_idle_runner_stops_at_once();
-  if (failures != 0) {
-    std::fprintf(stderr, "%d check(s) failed\n", failures);
-    return 1;
-  }
-  std::printf("all python runner checks passed\n");
-  return 0;
+  return finish("all python runner checks passed");
 }

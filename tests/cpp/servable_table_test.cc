@@ -1,5 +1,6 @@
 // The C++ servable table without Python: built by tests/test_cpp_core.py under
 // ThreadSanitizer and AddressSanitizer, which fail the run on any race or memory error.
+#include "check.h"
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -16,16 +17,12 @@ using fastserve::LookupStatus;
 using fastserve::Payload;
 using fastserve::ServableTable;
 
+using fastserve::testing::check;
+using fastserve::testing::finish;
+
 namespace {
 
-int failures = 0;
 
-void check(bool condition, const char* what) {
-  if (!condition) {
-    std::fprintf(stderr, "FAILED: %s\n", what);
-    ++failures;
-  }
-}
 
 // A payload that records its version, and counts how many are alive.
 std::atomic<int> alive{0};
@@ -151,6 +148,5 @@ int main() {
   handle_delays_release();
   deferred_wake();
   readers_and_writers();
-  if (failures == 0) std::printf("all servable table checks passed\n");
-  return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return finish("all servable table checks passed");
 }

@@ -7,6 +7,7 @@
 // Checked to fail: with no grace period (both checks and ASan), with a relaxed guard drop
 // (TSan). What no test here catches on x86: weakening the four seq_cst operations of read()
 // and publish() that the store->load pattern needs (see snapshot.h).
+#include "check.h"
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
@@ -19,16 +20,12 @@
 
 using fastserve::SnapshotCell;
 
+using fastserve::testing::check;
+using fastserve::testing::finish;
+
 namespace {
 
-std::atomic<int> failures{0};
 
-void check(bool condition, const char* what) {
-  if (!condition) {
-    std::fprintf(stderr, "FAILED: %s\n", what);
-    ++failures;
-  }
-}
 
 constexpr std::int64_t kAlive = 0x5eed;
 
@@ -104,6 +101,5 @@ void readers_and_writer() {
 int main() {
   guard_pins_value();
   readers_and_writer();
-  if (failures == 0) std::printf("all snapshot checks passed\n");
-  return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+  return finish("all snapshot checks passed");
 }

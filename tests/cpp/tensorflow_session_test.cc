@@ -2,6 +2,7 @@
 // tests/test_cpp_tensorflow.py), from many threads at once. Usage:
 //   tensorflow_session_test <libtensorflow_cc.so.2> <half_plus_two export dir> <config hex>
 //                           <tf.Example hex> <identities export dir (models.identities)>
+#include "check.h"
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -17,25 +18,13 @@ using fastserve::Tensor;
 using fastserve::tensorflow::Status;
 using fastserve::tensorflow::TensorFlowSession;
 
+using fastserve::testing::finish;
+using fastserve::testing::from_hex;
+
 namespace {
 
-int failures = 0;
 
-#define CHECK(condition)                                                      \
-  do {                                                                        \
-    if (!(condition)) {                                                       \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #condition); \
-      ++failures;                                                             \
-    }                                                                         \
-  } while (0)
 
-std::string from_hex(const char* hex) {
-  std::string bytes;
-  for (std::size_t i = 0; hex[i] && hex[i + 1]; i += 2) {
-    bytes.push_back(static_cast<char>(std::stoi(std::string(hex + i, 2), nullptr, 16)));
-  }
-  return bytes;
-}
 
 Tensor floats(const std::vector<float>& values) {
   Tensor tensor = Tensor::allocate(DataType::kFloat, {static_cast<std::int64_t>(values.size()), 1});
@@ -191,10 +180,5 @@ int main(int argc, char** argv) {
   CHECK(closed.code == fastserve::tensorflow::kFailedPrecondition);
   CHECK(closed.message == "Session has been closed.");
 
-  if (failures != 0) {
-    std::fprintf(stderr, "%d checks failed\n", failures);
-    return 1;
-  }
-  std::printf("all tensorflow session checks passed\n");
-  return 0;
+  return finish("all tensorflow session checks passed");
 }
