@@ -502,3 +502,15 @@ def test_the_readmes_example_and_servable_yaml_load(
     )
     rows = run_classify(load("xgboost", folder), "classify", examples(X[:1], UNNAMED)).rows
     assert [label for label, _ in rows[0]] == [b"low", b"middle", b"high"]
+
+
+def test_a_regressor_of_two_targets_predicts_both(tmp_path: Path) -> None:
+    from sklearn.linear_model import LinearRegression
+
+    x = models.data(30)
+    both = np.stack([models.target(x), models.target(x, -2.0)], axis=1)
+    linear = LinearRegression().fit(x, both)  # records no n_outputs_
+    servable = load("sklearn", models.save_skops(linear, tmp_path / "1"))
+    assert set(servable.signatures) == {"serving_default"}  # Regress takes one value per row
+    assert servable.signatures["serving_default"].outputs["predictions"].shape == (-1, 2)
+    np.testing.assert_allclose(predict(servable, X)["predictions"], linear.predict(X), rtol=1e-5)

@@ -111,7 +111,7 @@ class SklearnModel(Estimator):
             self.classes = Classes.of(list(classes))
             self.has_probabilities = _has_predict_proba(estimator)
         else:
-            self.n_outputs = max(1, int(getattr(estimator, "n_outputs_", 1) or 1))
+            self.n_outputs = _outputs_of(estimator, self.n_features)
         if settings.threads:
             _set_jobs(estimator, settings.threads)
 
@@ -128,6 +128,17 @@ class SklearnModel(Estimator):
 
     def close(self) -> None:
         self._estimator = None
+
+
+def _outputs_of(estimator: Any, features: int) -> int:
+    """How many values a regressor predicts per row: what it predicts for a row of zeros
+    (not every estimator records it: LinearRegression fitted on two targets has no
+    n_outputs_), else its n_outputs_, else 1."""
+    try:
+        probe = np.asarray(estimator.predict(np.zeros((1, features))))
+    except Exception:  # an estimator that refuses zeros (a log transform, ...)
+        return max(1, int(getattr(estimator, "n_outputs_", 1) or 1))
+    return int(probe.shape[1]) if probe.ndim == 2 else 1
 
 
 def _has_predict_proba(estimator: Any) -> bool:
