@@ -90,7 +90,15 @@ LOAD = """
 
 
 def test_builtin_kinds_are_registered() -> None:
-    assert set(platforms()) >= {"tensorflow", "python", "onnx", "tflite"}
+    assert set(platforms()) >= {
+        "tensorflow",
+        "python",
+        "onnx",
+        "tflite",
+        "xgboost",
+        "lightgbm",
+        "sklearn",
+    }
     assert platforms() == tuple(sorted(platforms()))
     with pytest.raises(KeyError):
         loader_for("torch")
@@ -113,7 +121,16 @@ def test_a_third_party_kind_is_imported_only_when_it_loads(tmp_path: Path) -> No
     install_kind(tmp_path, "thirdparty", {"constant": "thirdparty_kind:ConstantLoader"})
     found = run_python(tmp_path, LOAD.replace("PLATFORM", '"constant"'))
     assert found == {
-        "platforms": ["constant", "onnx", "python", "tensorflow", "tflite"],
+        "platforms": [
+            "constant",
+            "lightgbm",
+            "onnx",
+            "python",
+            "sklearn",
+            "tensorflow",
+            "tflite",
+            "xgboost",
+        ],
         "imported_before_load": False,
         "platform": "constant",
         "runtime": "constant",

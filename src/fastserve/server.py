@@ -81,6 +81,7 @@ class Server:
                     intra_op_parallelism=options.tensorflow_intra_op_parallelism,
                     inter_op_parallelism=options.tensorflow_inter_op_parallelism,
                     prefer_tflite_model=options.prefer_tflite_model,
+                    allow_pickled_models=options.allow_pickled_models,
                 ),
             ),
             on_transition=self._transition,

@@ -78,6 +78,9 @@ class LoadOptions:
     # TF Serving's --prefer_tflite_model: a SavedModel folder that also holds model.tflite
     # serves the TF Lite model.
     prefer_tflite_model: bool = False
+    # --allow_pickled_models: kinds that can read pickles (sklearn's model.joblib) may load
+    # them; loading a pickle runs the code it holds.
+    allow_pickled_models: bool = False
 
 
 class Loader(abc.ABC):
