@@ -165,7 +165,7 @@ models:
         (
             "models:\n  - name: a\n    base_path: a\n    model_platform: torch\n",
             ":4: models[0].model_platform: unsupported platform 'torch' (expected one of: "
-            "lightgbm, onnx, python, sklearn, tensorflow, xgboost)",
+            "lightgbm, onnx, python, sklearn, tensorflow, tflite, xgboost)",
         ),
         (
             "models:\n  - name: a\n    base_path: a\n    model_version_policy: {latest: {num_versions: 0}}\n",
