@@ -1,0 +1,221 @@
+"""The table kinds (embedding, vocabulary, transform, pipeline) served by one real server, over
+gRPC and REST: predict, metadata, bad inputs, batching, and new and corrupt versions on disk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import get_model_metadata_pb2
+
+from support import tables
+from support.lifecycle import statuses, wait_until
+from support.requests import predict_request
+from support.server import ServerProcess
+
+# Models each kind's tests publish versions into, so that the read-only models stay as built.
+BATCHED = "{max_batch_size: 4, batch_timeout_micros: 1000, max_enqueued_batches: 1000}"
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tables")
+    tables.animals(root / "animals" / "1", servable_yaml="default: [-1, -1, -1]\n")
+    tables.animals(root / "animals_versions" / "1")
+    (root / "models.yaml").write_text(
+        f"""
+server:
+  file_system_poll_wait_seconds: 1
+  max_num_load_retries: 0
+models:
+  - name: animals
+    base_path: animals
+    model_platform: embedding
+    batching: {BATCHED}
+  - name: animals_versions
+    base_path: animals_versions
+    model_platform: embedding
+"""
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(repository: Path) -> Iterator[ServerProcess]:
+    process = ServerProcess([f"--config={repository / 'models.yaml'}"]).ready()
+    yield process
+    assert process.terminate() == 0, process.output
+
+
+def predict(
+    server: ServerProcess, name: str, inputs: dict[str, np.ndarray], signature: str = ""
+) -> dict[str, np.ndarray]:
+    response = server.prediction.Predict(
+        predict_request(name, inputs, signature=signature), timeout=30
+    )
+    return {alias: tf.make_ndarray(proto) for alias, proto in response.outputs.items()}
+
+
+def grpc_error(
+    server: ServerProcess, name: str, inputs: dict[str, np.ndarray], signature: str = ""
+) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        server.prediction.Predict(predict_request(name, inputs, signature=signature), timeout=30)
+    return caught.value
+
+
+def signature_defs(server: ServerProcess, name: str) -> dict[str, dict[str, tuple]]:
+    """GetModelMetadata over gRPC: signature -> alias -> (dtype, dims or None for unknown rank)."""
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    request.model_spec.name = name
+    response = server.prediction.GetModelMetadata(request, timeout=30)
+    found = get_model_metadata_pb2.SignatureDefMap()
+    assert response.metadata["signature_def"].Unpack(found)
+    return {
+        key: {
+            alias: (
+                info.dtype,
+                None if info.tensor_shape.unknown_rank else [d.size for d in info.tensor_shape.dim],
+            )
+            for alias, info in [*signature.inputs.items(), *signature.outputs.items()]
+        }
+        for key, signature in found.signature_def.items()
+    }
+
+
+def publish(folder_maker: Callable[[Path], object], target: Path) -> None:
+    """Writes a version folder beside `target` and renames it into place, as an export does."""
+    staging = target.parent / f".{target.name}.partial"
+    folder_maker(staging)
+    staging.rename(target)
+
+
+def reload_then_corrupt(
+    server: ServerProcess,
+    model: str,
+    base: Path,
+    good: Callable[[Path], object],
+    corrupt: Callable[[Path], object],
+    served: Callable[[], object],
+) -> tuple[str, str]:
+    """Publishes version 2 (`good`) and waits until it replaced version 1, then a corrupt
+    version 3, and waits until that failed; returns version 3's (error code, message) after
+    checking that version 2 still answers `served()`."""
+    before = served()
+    publish(good, base / "2")
+    wait_until(lambda: statuses(server, model).get("1", ("",))[0] == "END", what="v1 unloaded")
+    assert statuses(server, model)["2"] == ("AVAILABLE", "OK", "")
+    after = served()
+    assert after != before
+    publish(corrupt, base / "3")
+    wait_until(lambda: statuses(server, model).get("3", ("",))[0] == "END", what="v3 failed")
+    assert statuses(server, model)["2"] == ("AVAILABLE", "OK", "")
+    assert served() == after
+    _, code, message = statuses(server, model)["3"]
+    return code, message
+
+
+# --- embedding -------------------------------------------------------------------------------
+
+
+def test_embedding_grpc_keys_of_any_shape(server: ServerProcess) -> None:
+    keys = np.array([[b"dog"], [b"cow"]], dtype=object)
+    found = predict(server, "animals", {"keys": keys})["embeddings"]
+    assert (found.dtype, found.shape) == (np.float32, (2, 1, 3))
+    assert found.tolist() == [[[2, 20, 200]], [[-1, -1, -1]]]  # cow: servable.yaml's default
+
+
+def test_embedding_grpc_by_id(server: ServerProcess) -> None:
+    ids = np.array([3, 0], dtype=np.int64)
+    found = predict(server, "animals", {"ids": ids}, "by_id")["embeddings"]
+    assert found.tolist() == [[4, 40, 400], [1, 10, 100]]
+
+
+def test_embedding_rest(server: ServerProcess) -> None:
+    rows = server.http.post("/v1/models/animals:predict", json={"instances": ["fish", "cat"]})
+    assert (rows.status_code, rows.json()) == (
+        200,
+        {"predictions": [[3.0, 30.0, 300.0], [1.0, 10.0, 100.0]]},
+    )
+    by_id = server.http.post(
+        "/v1/models/animals:predict", json={"signature_name": "by_id", "inputs": {"ids": [1]}}
+    )
+    assert (by_id.status_code, by_id.json()) == (200, {"outputs": [[2.0, 20.0, 200.0]]})
+
+
+def test_embedding_metadata(server: ServerProcess) -> None:
+    assert signature_defs(server, "animals") == {
+        "serving_default": {"keys": (7, None), "embeddings": (1, None)},  # DT_STRING, DT_FLOAT
+        "by_id": {"ids": (9, None), "embeddings": (1, None)},  # DT_INT64
+    }
+    answer = server.http.get("/v1/models/animals/metadata")
+    default = answer.json()["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert default["inputs"]["keys"]["dtype"] == "DT_STRING"
+    assert default["inputs"]["keys"]["tensor_shape"] == {"dim": [], "unknown_rank": True}
+
+
+def test_embedding_bad_inputs(server: ServerProcess) -> None:
+    error = grpc_error(server, "animals", {"ids": np.array([1, 7], dtype=np.int64)}, "by_id")
+    message = "input tensor ids holds id 7 at [1], outside the table's rows 0..3"
+    assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT, message)
+    answer = server.http.post(
+        "/v1/models/animals:predict", json={"signature_name": "by_id", "instances": [7]}
+    )
+    assert (answer.status_code, answer.json()) == (
+        400,
+        {"error": "input tensor ids holds id 7 at [0], outside the table's rows 0..3"},
+    )
+    error = grpc_error(server, "animals", {"keys": np.array([1.0], dtype=np.float32)})
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Expects arg[0] to be string but float is provided",
+    )
+
+
+def test_embedding_is_batched(server: ServerProcess) -> None:
+    # Only a batch queue knows max_batch_size (4): a larger request is refused by it.
+    error = grpc_error(server, "animals", {"keys": np.array([b"cat"] * 5, dtype=object)})
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Task size 5 is larger than maximum input batch size 4",
+    )
+
+    def call(index: int) -> list[list[float]]:
+        key = tables.KEYS[index % 4]
+        return predict(server, "animals", {"keys": np.array([key.encode()], dtype=object)})[
+            "embeddings"
+        ].tolist()
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(call, range(32)))
+    assert answers == [
+        [[(i % 4 + 1) * 1.0, (i % 4 + 1) * 10.0, (i % 4 + 1) * 100.0]] for i in range(32)
+    ]
+
+
+def test_embedding_new_version_then_corrupt_one(server: ServerProcess, repository: Path) -> None:
+    base = repository / "animals_versions"
+
+    def served() -> list:
+        answer = server.http.post(
+            "/v1/models/animals_versions:predict", json={"instances": ["bird"]}
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()["predictions"]
+
+    code, message = reload_then_corrupt(
+        server,
+        "animals_versions",
+        base,
+        lambda path: tables.animals(path, scale=2.0),
+        tables.corrupt_npy,
+        served,
+    )
+    assert served() == [[8.0, 80.0, 800.0]]
+    assert code == "DATA_LOSS"
+    assert message.startswith(f"Cannot load {base / '3' / 'embeddings.npy'}: "), message
