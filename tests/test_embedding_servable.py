@@ -123,7 +123,10 @@ def test_a_vocabulary_of_other_length_than_the_table_fails_to_load(tmp_path: Pat
 
 def test_a_key_twice_fails_to_load(tmp_path: Path) -> None:
     folder = tables.embedding(tmp_path / "1", ["a", "b", "a"], np.zeros((3, 1), np.float32))
-    assert load_error(folder).message == "vocab.txt: key 'a' is on line 1 and again on line 3"
+    assert (
+        load_error(folder).message
+        == f"{folder / 'vocab.txt'}: key 'a' is on line 1 and again on line 3"
+    )
 
 
 def test_a_cut_file_fails_to_load_as_data_loss(tmp_path: Path) -> None:

@@ -70,5 +70,5 @@ def test_a_key_twice_is_refused(tmp_path: Path) -> None:
         read_vocabulary_file(str(file))
     assert (caught.value.code, caught.value.message) == (
         Code.INVALID_ARGUMENT,
-        "vocab.txt: key 'b' is on line 2 and again on line 4",
+        f"{file}: key 'b' is on line 2 and again on line 4",
     )

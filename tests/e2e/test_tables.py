@@ -19,6 +19,7 @@ from support.requests import predict_request
 from support.server import ServerProcess
 
 # Models each kind's tests publish versions into, so that the read-only models stay as built.
+FRUIT = ("apple", "pear", "plum")
 BATCHED = "{max_batch_size: 4, batch_timeout_micros: 1000, max_enqueued_batches: 1000}"
 
 
@@ -27,6 +28,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tables")
     tables.animals(root / "animals" / "1", servable_yaml="default: [-1, -1, -1]\n")
     tables.animals(root / "animals_versions" / "1")
+    tables.vocabulary(root / "fruit" / "1", FRUIT, "num_oov_buckets: 2\n")
+    tables.vocabulary(root / "fruit_versions" / "1", FRUIT)
     (root / "models.yaml").write_text(
         f"""
 server:
@@ -40,6 +43,12 @@ models:
   - name: animals_versions
     base_path: animals_versions
     model_platform: embedding
+  - name: fruit
+    base_path: fruit
+    model_platform: vocabulary
+  - name: fruit_versions
+    base_path: fruit_versions
+    model_platform: vocabulary
 """
     )
     return root
@@ -219,3 +228,72 @@ def test_embedding_new_version_then_corrupt_one(server: ServerProcess, repositor
     assert served() == [[8.0, 80.0, 800.0]]
     assert code == "DATA_LOSS"
     assert message.startswith(f"Cannot load {base / '3' / 'embeddings.npy'}: "), message
+
+
+# --- vocabulary ------------------------------------------------------------------------------
+
+
+def test_vocabulary_grpc_both_ways(server: ServerProcess) -> None:
+    found = predict(server, "fruit", {"keys": np.array([[b"plum"], [b"fig"]], dtype=object)})
+    ids = found["ids"]
+    assert ids.dtype == np.int64
+    assert ids[0, 0] == 2 and ids[1, 0] in (3, 4)  # fig: one of the 2 buckets after the 3 keys
+    back = predict(server, "fruit", {"ids": np.array([0, 9], dtype=np.int64)}, "ids_to_keys")
+    assert back["keys"].tolist() == [b"apple", b"UNK"]
+
+
+def test_vocabulary_rest_both_ways(server: ServerProcess) -> None:
+    rows = server.http.post("/v1/models/fruit:predict", json={"instances": ["pear", "apple"]})
+    assert (rows.status_code, rows.json()) == (200, {"predictions": [1, 0]})
+    columnar = server.http.post(
+        "/v1/models/fruit:predict",
+        json={"signature_name": "ids_to_keys", "inputs": {"ids": [[2, 1], [5, 0]]}},
+    )
+    assert (columnar.status_code, columnar.json()) == (
+        200,
+        {"outputs": [["plum", "pear"], ["UNK", "apple"]]},
+    )
+
+
+def test_vocabulary_metadata(server: ServerProcess) -> None:
+    assert signature_defs(server, "fruit") == {
+        "serving_default": {"keys": (7, None), "ids": (9, None)},
+        "ids_to_keys": {"ids": (9, None), "keys": (7, None)},
+    }
+
+
+def test_vocabulary_bad_inputs(server: ServerProcess) -> None:
+    error = grpc_error(server, "fruit", {"keys": np.array([1, 2], dtype=np.int64)})
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Expects arg[0] to be string but int64 is provided",
+    )
+    answer = server.http.post(
+        "/v1/models/fruit:predict",
+        json={"signature_name": "ids_to_keys", "instances": ["pear"]},
+    )
+    assert answer.status_code == 400
+    assert "is not of expected type: int64" in answer.json()["error"], answer.text
+
+
+def test_vocabulary_new_version_then_invalid_one(server: ServerProcess, repository: Path) -> None:
+    base = repository / "fruit_versions"
+
+    def served() -> list:
+        answer = server.http.post("/v1/models/fruit_versions:predict", json={"instances": ["fig"]})
+        assert answer.status_code == 200, answer.text
+        return answer.json()["predictions"]
+
+    code, message = reload_then_corrupt(
+        server,
+        "fruit_versions",
+        base,
+        lambda path: tables.vocabulary(path, FRUIT, "default_value: 42\n"),
+        lambda path: tables.vocabulary(path, ["fig", "kiwi", "fig"]),
+        served,
+    )
+    assert served() == [42]
+    assert (code, message) == (
+        "INVALID_ARGUMENT",
+        f"{base / '3' / 'vocab.txt'}: key 'fig' is on line 1 and again on line 3",
+    )

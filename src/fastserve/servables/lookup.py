@@ -13,7 +13,6 @@ bucket here as in a TensorFlow graph, on every machine and in every process.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,7 +34,7 @@ def read_vocabulary_file(file: str) -> list[bytes]:
     if lines and lines[-1] == b"":
         lines.pop()
     keys = [line[:-1] if line.endswith(b"\r") else line for line in lines]
-    check_unique(keys, os.path.basename(file))
+    check_unique(keys, file)
     return keys
 
 
