@@ -113,7 +113,15 @@ def test_a_third_party_kind_is_imported_only_when_it_loads(tmp_path: Path) -> No
     install_kind(tmp_path, "thirdparty", {"constant": "thirdparty_kind:ConstantLoader"})
     found = run_python(tmp_path, LOAD.replace("PLATFORM", '"constant"'))
     assert found == {
-        "platforms": ["constant", "embedding", "onnx", "python", "tensorflow", "vocabulary"],
+        "platforms": [
+            "constant",
+            "embedding",
+            "onnx",
+            "python",
+            "tensorflow",
+            "transform",
+            "vocabulary",
+        ],
         "imported_before_load": False,
         "platform": "constant",
         "runtime": "constant",

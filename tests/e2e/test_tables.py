@@ -30,6 +30,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tables.animals(root / "animals_versions" / "1")
     tables.vocabulary(root / "fruit" / "1", FRUIT, "num_oov_buckets: 2\n")
     tables.vocabulary(root / "fruit_versions" / "1", FRUIT)
+    tables.transform(root / "features" / "1")
+    tables.transform(root / "features_versions" / "1")
     (root / "models.yaml").write_text(
         f"""
 server:
@@ -49,6 +51,13 @@ models:
   - name: fruit_versions
     base_path: fruit_versions
     model_platform: vocabulary
+  - name: features
+    base_path: features
+    model_platform: transform
+    batching: {BATCHED}
+  - name: features_versions
+    base_path: features_versions
+    model_platform: transform
 """
     )
     return root
@@ -296,4 +305,109 @@ def test_vocabulary_new_version_then_invalid_one(server: ServerProcess, reposito
     assert (code, message) == (
         "INVALID_ARGUMENT",
         f"{base / '3' / 'vocab.txt'}: key 'fig' is on line 1 and again on line 3",
+    )
+
+
+# --- transform -------------------------------------------------------------------------------
+
+
+def test_transform_grpc(server: ServerProcess) -> None:
+    inputs = {
+        "age": np.array([20.0, 45.0], dtype=np.float32),
+        "city": np.array([b"tokyo", b"lima"], dtype=object),
+    }
+    out = predict(server, "features", inputs)
+    assert out["age_z"].dtype == np.float32
+    assert out["age_z"].tolist() == [-2.0, 0.5]
+    assert out["city_id"].tolist() == [1, 2]  # lima: the one bucket after paris, tokyo
+    assert out["city_hot"].tolist() == [[0, 1, 0], [0, 0, 1]]
+
+
+def test_transform_rest_rows(server: ServerProcess) -> None:
+    answer = server.http.post(
+        "/v1/models/features:predict", json={"instances": [{"age": 50, "city": "paris"}]}
+    )
+    assert (answer.status_code, answer.json()) == (
+        200,
+        {"predictions": [{"age_z": 1.0, "city_hot": [1.0, 0.0, 0.0], "city_id": 0}]},
+    )
+
+
+def test_transform_metadata(server: ServerProcess) -> None:
+    assert signature_defs(server, "features") == {
+        "serving_default": {
+            "age": (1, [-1]),
+            "city": (7, [-1]),
+            "age_z": (1, [-1]),
+            "city_id": (9, [-1]),
+            "city_hot": (1, [-1, 3]),
+        }
+    }
+
+
+def test_transform_bad_input(server: ServerProcess) -> None:
+    inputs = {
+        "age": np.array([[20.0], [45.0]], dtype=np.float32),
+        "city": np.array([b"tokyo", b"lima"], dtype=object),
+    }
+    error = grpc_error(server, "features", inputs)
+    message = "input tensor age has shape [2,1], which the signature's shape [-1] does not accept"
+    assert (error.code(), error.details()) == (grpc.StatusCode.INVALID_ARGUMENT, message)
+    answer = server.http.post(
+        "/v1/models/features:predict", json={"inputs": {"age": [1.0], "town": ["paris"]}}
+    )
+    assert (answer.status_code, answer.json()) == (
+        400,
+        {"error": "Missing named input: city in 'inputs' object."},
+    )
+
+
+def test_transform_is_batched(server: ServerProcess) -> None:
+    inputs = {
+        "age": np.zeros(5, dtype=np.float32),
+        "city": np.array([b"paris"] * 5, dtype=object),
+    }
+    error = grpc_error(server, "features", inputs)
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Task size 5 is larger than maximum input batch size 4",
+    )
+
+    def call(index: int) -> tuple[list, list]:
+        answer = server.http.post(
+            "/v1/models/features:predict",
+            json={"inputs": {"age": [float(index)], "city": ["tokyo"]}},
+        )
+        outputs = answer.json()["outputs"]
+        return outputs["age_z"], outputs["city_id"]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(call, range(24)))
+    assert answers == [([(i - 40) / 10], [1]) for i in range(24)]
+
+
+def test_transform_new_version_then_invalid_one(server: ServerProcess, repository: Path) -> None:
+    base = repository / "features_versions"
+
+    def served() -> list:
+        answer = server.http.post(
+            "/v1/models/features_versions:predict",
+            json={"instances": [{"age": 60.0, "city": "paris"}]},
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()["predictions"]
+
+    code, message = reload_then_corrupt(
+        server,
+        "features_versions",
+        base,
+        lambda path: tables.transform(path, tables.FEATURES.replace("std: 10.0", "std: 20.0")),
+        lambda path: tables.transform(path, tables.FEATURES.replace("depth: 3", "depth: 0")),
+        served,
+    )
+    assert served() == [{"age_z": 1.0, "city_hot": [1.0, 0.0, 0.0], "city_id": 0}]
+    assert (code, message) == (
+        "INVALID_ARGUMENT",
+        f"{base / '3' / 'transform.yaml'}: op 3 (one_hot -> city_hot): depth: expected a whole "
+        "number >= 1, not 0",
     )

@@ -55,3 +55,21 @@ def corrupt_npy(path: Path) -> Path:
     data = (path / "embeddings.npy").read_bytes()
     (path / "embeddings.npy").write_bytes(data[:-7])
     return path
+
+
+# The transform the end-to-end tests serve (and the README shows).
+FEATURES = """
+inputs:
+  age: {dtype: float32, shape: [-1]}
+  city: {dtype: string, shape: [-1]}
+ops:
+  - {op: standardize, input: age, output: age_z, mean: 40.0, std: 10.0}
+  - {op: vocabulary, input: city, output: city_id, vocabulary: [paris, tokyo], num_oov_buckets: 1}
+  - {op: one_hot, input: city_id, output: city_hot, depth: 3}
+outputs: [age_z, city_id, city_hot]
+"""
+
+
+def transform(path: Path, text: str = FEATURES, **files: str) -> Path:
+    """transform.yaml (`text`) and any other files (name with "__" for ".") in `path`."""
+    return yaml_folder(path, "transform.yaml", text, **files)

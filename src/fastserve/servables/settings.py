@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from fastserve.errors import ServingError, invalid_argument
+from fastserve.errors import Code, ServingError, invalid_argument
 
 _MISSING: Any = object()
 
@@ -24,7 +24,7 @@ def read_yaml(path: str, file_name: str, *, required: bool) -> Settings | None:
     file = os.path.join(path, file_name)
     if not os.path.exists(file):
         if required:
-            raise invalid_argument(f"Could not find {file_name} in {path}")
+            raise ServingError(Code.NOT_FOUND, f"Could not find {file_name} in {path}")
         return None
     try:
         with open(file, encoding="utf-8") as stream:
@@ -92,6 +92,15 @@ class Settings:
         if not isinstance(value, list):
             self.fail(f"{key}: expected a list of numbers, not {value!r}")
         return [self._number(f"{key}[{index}]", item) for index, item in enumerate(value)]
+
+    def number_or_numbers(self, key: str) -> float | list[float]:
+        """A number, or a non-empty list of numbers."""
+        value = self.raw(key)
+        if isinstance(value, list):
+            if not value:
+                self.fail(f"{key}: expected a number or a non-empty list of numbers")
+            return [self._number(f"{key}[{index}]", item) for index, item in enumerate(value)]
+        return self._number(key, value)
 
     def string(self, key: str, default: Any = _MISSING) -> Any:
         if key not in self._values and default is not _MISSING:
