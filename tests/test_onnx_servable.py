@@ -221,7 +221,8 @@ except ServingError as error:
 
 def test_the_readmes_servable_yaml_is_accepted(tmp_path: Path) -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("\n### ONNX\n") : readme.index("\n### Kinds of your own\n")]
+    start = readme.index("\n### ONNX\n")
+    section = readme[start : readme.index("\n### ", start + 1)]
     (example,) = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)
     folder = onnx_models.half_plus(tmp_path / "1")
     (folder / "servable.yaml").write_text(example)
