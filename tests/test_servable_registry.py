@@ -117,6 +117,7 @@ def test_a_third_party_kind_is_imported_only_when_it_loads(tmp_path: Path) -> No
             "constant",
             "embedding",
             "onnx",
+            "pipeline",
             "python",
             "tensorflow",
             "transform",

@@ -340,7 +340,8 @@ def test_registered_as_model_platform_transform(tmp_path: Path) -> None:
 
 def test_the_readmes_example_runs_as_shown(tmp_path: Path) -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("\n### Transforms\n") : readme.index("\n### Kinds of your own")]
+    start = readme.index("\n### Transforms\n")
+    section = readme[start : readme.index("\n### ", start + 1)]
     text = section.split("```yaml\n")[1].split("```")[0]
     assert text.strip() == tables.FEATURES.strip()  # what the end-to-end tests serve
     servable = load(folder(tmp_path, text))

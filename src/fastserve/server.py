@@ -80,6 +80,8 @@ class Server:
                     saved_model_tags=options.saved_model_tags,
                     intra_op_parallelism=options.tensorflow_intra_op_parallelism,
                     inter_op_parallelism=options.tensorflow_inter_op_parallelism,
+                    # Pipelines reach the models they chain through the table, per request.
+                    resolve=self.table.acquire,
                 ),
             ),
             on_transition=self._transition,

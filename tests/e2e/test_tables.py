@@ -32,6 +32,11 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tables.vocabulary(root / "fruit_versions" / "1", FRUIT)
     tables.transform(root / "features" / "1")
     tables.transform(root / "features_versions" / "1")
+    tables.pipeline(root / "profile" / "1")
+    tables.pipeline(root / "profile_versions" / "1")
+    tables.pipeline(
+        root / "dangling" / "1", tables.PROFILE.replace("model: animals", "model: pets")
+    )
     (root / "models.yaml").write_text(
         f"""
 server:
@@ -58,6 +63,15 @@ models:
   - name: features_versions
     base_path: features_versions
     model_platform: transform
+  - name: profile
+    base_path: profile
+    model_platform: pipeline
+  - name: profile_versions
+    base_path: profile_versions
+    model_platform: pipeline
+  - name: dangling
+    base_path: dangling
+    model_platform: pipeline
 """
     )
     return root
@@ -410,4 +424,99 @@ def test_transform_new_version_then_invalid_one(server: ServerProcess, repositor
         "INVALID_ARGUMENT",
         f"{base / '3' / 'transform.yaml'}: op 3 (one_hot -> city_hot): depth: expected a whole "
         "number >= 1, not 0",
+    )
+
+
+# --- pipeline --------------------------------------------------------------------------------
+
+PROFILE_INPUTS = {
+    "age": np.array([50.0, 20.0], dtype=np.float32),
+    "city": np.array([b"tokyo", b"paris"], dtype=object),
+    "animal": np.array([b"dog", b"cow"], dtype=object),
+}
+
+
+def test_pipeline_grpc(server: ServerProcess) -> None:
+    out = predict(server, "profile", PROFILE_INPUTS)
+    assert out["age_z"].tolist() == [1.0, -2.0]
+    assert out["profile"].dtype == np.float32
+    assert out["profile"].tolist() == [[0, 1, 0, 2, 20, 200], [1, 0, 0, -1, -1, -1]]
+
+
+def test_pipeline_rest(server: ServerProcess) -> None:
+    answer = server.http.post(
+        "/v1/models/profile:predict",
+        json={"instances": [{"age": 50, "city": "tokyo", "animal": "dog"}]},
+    )
+    assert (answer.status_code, answer.json()) == (
+        200,
+        {"predictions": [{"age_z": 1.0, "profile": [0.0, 1.0, 0.0, 2.0, 20.0, 200.0]}]},
+    )
+
+
+def test_pipeline_metadata(server: ServerProcess) -> None:
+    assert signature_defs(server, "profile") == {
+        "serving_default": {
+            "age": (1, [-1]),
+            "city": (7, [-1]),
+            "animal": (7, [-1]),
+            "age_z": (1, [-1]),
+            "profile": (1, [-1, 6]),
+        }
+    }
+
+
+def test_pipeline_bad_input_and_a_steps_batch_queue(server: ServerProcess) -> None:
+    bad = dict(PROFILE_INPUTS, age=np.array([1, 2], dtype=np.int64))
+    error = grpc_error(server, "profile", bad)
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Expects arg[0] to be float but int64 is provided",
+    )
+    # Five rows: the batched transform's queue (max_batch_size 4) refuses them, in step 1.
+    five = {name: np.repeat(array[:1], 5) for name, array in PROFILE_INPUTS.items()}
+    error = grpc_error(server, "profile", five)
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "pipeline step 1 (model 'features'): Task size 5 is larger than maximum input batch size 4",
+    )
+
+
+def test_pipeline_step_on_a_model_not_served(server: ServerProcess) -> None:
+    message = "pipeline step 2 (model 'pets'): Servable not found for request: Latest(pets)"
+    error = grpc_error(server, "dangling", PROFILE_INPUTS)
+    assert (error.code(), error.details()) == (grpc.StatusCode.NOT_FOUND, message)
+    answer = server.http.post(
+        "/v1/models/dangling:predict",
+        json={"instances": [{"age": 50, "city": "tokyo", "animal": "dog"}]},
+    )
+    assert (answer.status_code, answer.json()) == (404, {"error": message})
+    assert statuses(server, "dangling") == {"1": ("AVAILABLE", "OK", "")}
+
+
+def test_pipeline_new_version_then_invalid_one(server: ServerProcess, repository: Path) -> None:
+    base = repository / "profile_versions"
+
+    def served() -> list:
+        answer = server.http.post(
+            "/v1/models/profile_versions:predict",
+            json={"instances": [{"age": 40, "city": "paris", "animal": "fish"}]},
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()["predictions"]
+
+    swapped = tables.PROFILE.replace("[city_hot, pet]", "[pet, city_hot]")
+    code, message = reload_then_corrupt(
+        server,
+        "profile_versions",
+        base,
+        lambda path: tables.pipeline(path, swapped),
+        lambda path: tables.pipeline(path, tables.PROFILE.replace("animals", "profile_versions")),
+        served,
+    )
+    assert served() == [{"age_z": 0.0, "profile": [3.0, 30.0, 300.0, 1.0, 0.0, 0.0]}]
+    assert (code, message) == (
+        "INVALID_ARGUMENT",
+        f"{base / '3' / 'pipeline.yaml'}: step 2 (model 'profile_versions'): a pipeline cannot "
+        "call itself",
     )

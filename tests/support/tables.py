@@ -73,3 +73,30 @@ outputs: [age_z, city_id, city_hot]
 def transform(path: Path, text: str = FEATURES, **files: str) -> Path:
     """transform.yaml (`text`) and any other files (name with "__" for ".") in `path`."""
     return yaml_folder(path, "transform.yaml", text, **files)
+
+
+# The pipeline the end-to-end tests serve (and the README shows): the transform FEATURES served
+# as model "features", then the embedding of animals (model "animals"), then one concatenation.
+PROFILE = """
+inputs:
+  age: {dtype: float32, shape: [-1]}
+  city: {dtype: string, shape: [-1]}
+  animal: {dtype: string, shape: [-1]}
+outputs:
+  age_z: {dtype: float32, shape: [-1]}
+  profile: {dtype: float32, shape: [-1, 6]}
+steps:
+  - model: features                  # takes age and city, by their names
+    outputs: [age_z, city_hot]       # keeps two of its outputs
+  - model: animals
+    signature_name: serving_default
+    inputs: {keys: animal}           # the model's input keys is fed the pipeline's animal
+    outputs: {embeddings: pet}       # its output embeddings is named pet here
+  - transform:
+      - {op: concatenate, inputs: [city_hot, pet], output: profile}
+"""
+
+
+def pipeline(path: Path, text: str = PROFILE) -> Path:
+    """pipeline.yaml (`text`) in `path`."""
+    return yaml_folder(path, "pipeline.yaml", text)
