@@ -3,6 +3,10 @@ gRPC and REST: predict, metadata, bad inputs, batching, and new and corrupt vers
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +23,7 @@ from support.requests import predict_request
 from support.server import ServerProcess
 
 # Models each kind's tests publish versions into, so that the read-only models stay as built.
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 FRUIT = ("apple", "pear", "plum")
 BATCHED = "{max_batch_size: 4, batch_timeout_micros: 1000, max_enqueued_batches: 1000}"
 
@@ -37,6 +42,9 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tables.pipeline(
         root / "dangling" / "1", tables.PROFILE.replace("model: animals", "model: pets")
     )
+    # The README's embedding, made by its own snippet.
+    (snippet,) = re.findall(r"```python\n(.*?)```", readme_section("Embeddings"), re.DOTALL)
+    subprocess.run([sys.executable, "-c", snippet], cwd=root, check=True, timeout=60)
     (root / "models.yaml").write_text(
         f"""
 server:
@@ -72,6 +80,9 @@ models:
   - name: dangling
     base_path: dangling
     model_platform: pipeline
+  - name: words
+    base_path: models/words
+    model_platform: embedding
 """
     )
     return root
@@ -82,6 +93,25 @@ def server(repository: Path) -> Iterator[ServerProcess]:
     process = ServerProcess([f"--config={repository / 'models.yaml'}"]).ready()
     yield process
     assert process.terminate() == 0, process.output
+
+
+def readme_section(title: str) -> str:
+    start = README.index(f"\n### {title}\n")
+    return README[start : README.index("\n### ", start + 1)]
+
+
+def readme_curls() -> list[tuple[str, str, str]]:
+    """Each curl of the table kinds' README sections, with the answer shown under it."""
+    found = []
+    for title in ("Embeddings", "Vocabularies", "Transforms", "Pipelines"):
+        for block in re.findall(r"```console\n(.*?)```", readme_section(title), re.DOTALL):
+            lines = block.splitlines()
+            found += [
+                (title, line, lines[index + 1])
+                for index, line in enumerate(lines)
+                if line.startswith("$ curl ")
+            ]
+    return found
 
 
 def predict(
@@ -520,3 +550,20 @@ def test_pipeline_new_version_then_invalid_one(server: ServerProcess, repository
         f"{base / '3' / 'pipeline.yaml'}: step 2 (model 'profile_versions'): a pipeline cannot "
         "call itself",
     )
+
+
+# --- the README ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("title", "command", "shown"),
+    [pytest.param(*curl, id=f"{curl[0]}-{index}") for index, curl in enumerate(readme_curls())],
+)
+def test_the_readmes_curls_answer_as_shown(
+    server: ServerProcess, title: str, command: str, shown: str
+) -> None:
+    # The README's models are this module's: words (its own snippet), fruit, features, profile.
+    request = re.fullmatch(r"\$ curl -d '(.*)' localhost:8501(/v1/models/\S+)", command)
+    assert request is not None, command
+    answer = server.http.post(request[2], content=request[1])
+    assert (answer.status_code, answer.json()) == (200, json.loads(shown))
