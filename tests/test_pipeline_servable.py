@@ -310,6 +310,11 @@ def test_a_request_past_its_deadline_runs_no_step(tmp_path: Path, table: Servabl
         ),
         (
             "inputs: {x: {dtype: float32}}\noutputs: {y: {dtype: float32}}\n"
+            "steps: [{model: m, outputs: [y]}, {transform: [{op: log1p, input: x, output: y}]}]",
+            "step 2 (transform): op 1 (log1p -> y): y is already a name of the pipeline",
+        ),
+        (
+            "inputs: {x: {dtype: float32}}\noutputs: {y: {dtype: float32}}\n"
             "steps: [{model: m, outputs: [y], sig: a}]",
             "step 1 (model 'm'): unknown field 'sig'",
         ),

@@ -282,7 +282,13 @@ def read_pipeline(path: str, options: LoadOptions) -> tuple[Signature, list[_Ste
         if "transform" in item:
             label = f"pipeline step {number} (transform)"
             step_settings = Settings(item, f"{settings.where}: step {number} (transform)")
-            ops, names = read_ops(step_settings.raw("transform"), step_settings.where, path, names)
+            ops, names = read_ops(
+                step_settings.raw("transform"),
+                step_settings.where,
+                path,
+                names,
+                known_as="a name of the pipeline",
+            )
             step_settings.finish()
             steps.append(TransformStep(label, tuple(ops)))
         else:

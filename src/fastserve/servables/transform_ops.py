@@ -420,11 +420,16 @@ def read_op(item: Any, position: int, where: str, folder: str) -> Op:
 
 
 def read_ops(
-    items: Any, where: str, folder: str, known: Mapping[str, TensorInfo | None]
+    items: Any,
+    where: str,
+    folder: str,
+    known: Mapping[str, TensorInfo | None],
+    known_as: str = "an input",
 ) -> tuple[list[Op], dict[str, TensorInfo | None]]:
-    """A list of ops, wired: each input must be in `known` (names available before the list)
-    or an earlier op's output, and no output may take a known name. Returns the ops and every
-    name with its inferred info (None where not known before a request)."""
+    """A list of ops, wired: each input must be in `known` (names available before the list,
+    which messages call `known_as`) or an earlier op's output, and no output may take a known
+    name. Returns the ops and every name with its inferred info (None where not known before
+    a request)."""
     if not isinstance(items, list) or not items:
         raise invalid_argument(f"{where}: expected a non-empty list of ops")
     names = dict(known)
@@ -444,7 +449,7 @@ def read_ops(
                 f"{', '.join(sorted(names)) or 'nothing'})"
             )
         if op.output in names:
-            what = producers.get(op.output, "an input")
+            what = producers.get(op.output, known_as)
             raise invalid_argument(f"{where}: {op.label}: {op.output} is already {what}")
         try:
             names[op.output] = op.infer([names[name] for name in op.inputs])
