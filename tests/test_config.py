@@ -165,7 +165,8 @@ models:
         (
             "models:\n  - name: a\n    base_path: a\n    model_platform: torch\n",
             ":4: models[0].model_platform: unsupported platform 'torch' (expected one of: "
-            "lightgbm, onnx, python, sklearn, tensorflow, tflite, xgboost)",
+            "embedding, lightgbm, onnx, pipeline, python, sklearn, tensorflow, tflite, transform, "
+            "vocabulary, xgboost)",
         ),
         (
             "models:\n  - name: a\n    base_path: a\n    model_version_policy: {latest: {num_versions: 0}}\n",

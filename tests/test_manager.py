@@ -10,9 +10,11 @@ import pytest
 from fastserve.core.manager import Manager, ManagerOptions
 from fastserve.core.table import ServableTable
 from fastserve.errors import Code, ServingError
+from fastserve.servables.base import LoadOptions
+from fastserve.servables.pipeline import PipelineLoader
 from fastserve.servables.python import PythonLoader
 from fastserve.types import State
-from support import models
+from support import models, tables
 
 # A model whose load fails while `failures` (a file beside model.py) counts down, blocks while
 # a gate named in `gate` is closed, and writes `unloaded` when it is unloaded.
@@ -265,4 +267,23 @@ def test_settling_waits_for_the_versions_labels_name(table: ServableTable, tmp_p
         gate.set()
     assert manager.wait_until_settled(["m"], timeout=30, versions={"m": [1, 2]}) == {"m": None}
     assert manager.status("m", 1).state == State.AVAILABLE
+    manager.stop()
+
+
+def test_a_loader_is_told_the_name_of_the_model_it_loads(
+    table: ServableTable, tmp_path: Path
+) -> None:
+    # A pipeline refuses a step calling its own model, whose name only the manager knows.
+    folder = tables.pipeline(
+        tmp_path / "1",
+        "inputs: {x: {dtype: float32}}\noutputs: {y: {dtype: float32}}\n"
+        "steps: [{model: selfish, outputs: [y]}]\n",
+    )
+    manager = make_manager(table, load_options=LoadOptions(resolve=table.acquire))
+    manager.set_aspired_versions("selfish", {1: str(folder)}, PipelineLoader())
+    error = manager.wait_until_settled(["selfish"], timeout=30)["selfish"]
+    assert error is not None
+    assert error.message == (
+        f"{folder / 'pipeline.yaml'}: step 1 (model 'selfish'): a pipeline cannot call itself"
+    )
     manager.stop()

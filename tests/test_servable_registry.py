@@ -98,6 +98,10 @@ def test_builtin_kinds_are_registered() -> None:
         "xgboost",
         "lightgbm",
         "sklearn",
+        "embedding",
+        "vocabulary",
+        "transform",
+        "pipeline",
     }
     assert platforms() == tuple(sorted(platforms()))
     with pytest.raises(KeyError):
@@ -123,12 +127,16 @@ def test_a_third_party_kind_is_imported_only_when_it_loads(tmp_path: Path) -> No
     assert found == {
         "platforms": [
             "constant",
+            "embedding",
             "lightgbm",
             "onnx",
+            "pipeline",
             "python",
             "sklearn",
             "tensorflow",
             "tflite",
+            "transform",
+            "vocabulary",
             "xgboost",
         ],
         "imported_before_load": False,

@@ -82,6 +82,8 @@ class Server:
                     inter_op_parallelism=options.tensorflow_inter_op_parallelism,
                     prefer_tflite_model=options.prefer_tflite_model,
                     allow_pickled_models=options.allow_pickled_models,
+                    # Pipelines reach the models they chain through the table, per request.
+                    resolve=self.table.acquire,
                 ),
             ),
             on_transition=self._transition,

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fastserve.core.policies import Action, VersionView, next_action
 from fastserve.core.table import ServableTable
@@ -333,6 +333,7 @@ class Manager:
                 return  # no longer aspired while it waited for a load thread: already END
             self._report(model, record, State.LOADING, None)
         attempts = 1 + max(0, self._options.max_num_load_retries)
+        load_options = replace(self._options.load_options, model_name=model)
         servable: Servable | None = None
         error: ServingError | None = None
         for attempt in range(attempts):
@@ -343,7 +344,7 @@ class Manager:
                 break
             started = time.monotonic()
             try:
-                servable = record.loader.load(record.path, self._options.load_options)
+                servable = record.loader.load(record.path, load_options)
                 error = None
                 self._attempted(record.path, True, started)
                 break

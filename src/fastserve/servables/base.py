@@ -8,8 +8,9 @@ requests against the signature before calling run(), so a servable may trust its
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -68,6 +69,24 @@ class Servable(abc.ABC):
         """Frees what the servable holds. Called once, when no request is using it."""
 
 
+class HeldServable(Protocol):
+    """A served version held for one use (the servable table's handle): the version cannot be
+    unloaded until release() is called, which must be called exactly once."""
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def servable(self) -> Servable: ...
+
+    def release(self) -> None: ...
+
+
+# (model name, version or None, label or None) -> the version held; raises a ServingError
+# worded as a request's lookup is (NOT_FOUND "Servable not found for request: Latest(m)").
+Resolve = Callable[[str, int | None, str | None], HeldServable]
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     """Settings a loader may honour; each kind ignores what does not concern it."""
@@ -81,6 +100,12 @@ class LoadOptions:
     # --allow_pickled_models: kinds that can read pickles (sklearn's model.joblib) may load
     # them; loading a pickle runs the code it holds.
     allow_pickled_models: bool = False
+    # The name of the model whose version is loading (the manager sets it; "" outside one).
+    model_name: str = ""
+    # How a servable that calls other served models (a pipeline) reaches them, at request
+    # time: it holds each version only while it runs it and keeps no handle past a request.
+    # None where no server is wired in (such a servable then fails to load).
+    resolve: Resolve | None = field(default=None, compare=False, repr=False)
 
 
 class Loader(abc.ABC):
