@@ -201,6 +201,13 @@ FLAGS: tuple[Flag, ...] = (
         "Times each warmup request is replayed; used only if > 0 (else once).",
     ),
     Flag(
+        "allow_pickled_models",
+        _boolean,
+        OPTION,
+        "Load pickled models (model_platform sklearn's model.joblib); unpickling runs the "
+        "code the file holds, so only for files you trust.",
+    ),
+    Flag(
         "flush_filesystem_caches",
         _boolean,
         True,

@@ -49,6 +49,7 @@ class ServerOptions:
     ssl_config_file: str = ""
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 0
+    allow_pickled_models: bool = False
     models: tuple[ModelConfig, ...] = field(default_factory=tuple)
 
 

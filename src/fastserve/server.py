@@ -80,6 +80,7 @@ class Server:
                     saved_model_tags=options.saved_model_tags,
                     intra_op_parallelism=options.tensorflow_intra_op_parallelism,
                     inter_op_parallelism=options.tensorflow_inter_op_parallelism,
+                    allow_pickled_models=options.allow_pickled_models,
                 ),
             ),
             on_transition=self._transition,

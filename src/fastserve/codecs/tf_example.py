@@ -1,13 +1,15 @@
-"""tf.Example inputs of Classify and Regress: from the Input proto, and from REST JSON."""
+"""tf.Example inputs of Classify and Regress: from the Input proto, from REST JSON, and as a
+matrix of numbers for servables that take columns."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from tensorflow.core.example import example_pb2, feature_pb2
 
 from fastserve.codecs.rest_json import FLOAT32_MAX, decimal, json_type, pretty
@@ -118,3 +120,65 @@ def examples_from_json(doc: Mapping[str, Any]) -> list[bytes]:
     if not examples:
         raise invalid_argument(f"JSON Value: {pretty(doc)} 'examples' value is an empty array")
     return [context + example_from_json(item).SerializeToString() for item in examples]
+
+
+# --- tf.Examples as a matrix of numbers --------------------------------------------------------
+
+
+def example_columns(
+    serialized: Sequence[bytes],
+    names: Sequence[str],
+    dtype: np.dtype[Any],
+    *,
+    missing_is_nan: bool,
+) -> np.ndarray:
+    """Serialized tf.Examples as a [len(serialized), len(names)] matrix of `dtype`: column j
+    holds each example's feature names[j], which must hold one number (a float_list or an
+    int64_list of one value). Features the names do not list are ignored, as tf.parse_example
+    ignores them.
+
+    A feature that is missing (or holds no value) is NaN where `missing_is_nan` (for models that
+    treat NaN as missing), else INVALID_ARGUMENT; a feature of bytes, of several values, or an
+    example that does not parse is INVALID_ARGUMENT, naming the example and the feature.
+    """
+    columns = {name: index for index, name in enumerate(names)}
+    matrix = np.full((len(serialized), len(names)), np.nan, dtype=dtype)
+    example = example_pb2.Example()
+    for row, data in enumerate(serialized):
+        try:
+            example.ParseFromString(data)
+        except Exception:  # protobuf's DecodeError, or a TypeError for what is not bytes
+            raise invalid_argument(f"Could not parse example {row}") from None
+        seen = [False] * len(names)
+        for name, feature in example.features.feature.items():
+            column = columns.get(name)
+            if column is None:
+                continue
+            kind = feature.WhichOneof("kind")
+            values: Sequence[float | int]
+            if kind == "float_list":
+                values = feature.float_list.value
+            elif kind == "int64_list":
+                values = feature.int64_list.value
+            elif kind == "bytes_list":
+                raise invalid_argument(
+                    f"Example {row}: feature {name} holds bytes; the model takes one number "
+                    "per feature (a float_list or an int64_list)"
+                )
+            else:
+                values = ()
+            if len(values) > 1:
+                raise invalid_argument(
+                    f"Example {row}: feature {name} has {len(values)} values; the model takes "
+                    "one number per feature"
+                )
+            if values:
+                matrix[row, column] = values[0]
+                seen[column] = True
+        if not missing_is_nan and not all(seen):
+            absent = [name for name, there in zip(names, seen, strict=True) if not there]
+            raise invalid_argument(
+                f"Example {row}: feature {absent[0]} (data type: float) is required but could "
+                "not be found"
+            )
+    return matrix

@@ -75,6 +75,9 @@ class LoadOptions:
     saved_model_tags: tuple[str, ...] = ("serve",)
     intra_op_parallelism: int = 0
     inter_op_parallelism: int = 0
+    # --allow_pickled_models: kinds that can read pickles (sklearn's model.joblib) may load
+    # them; loading a pickle runs the code it holds.
+    allow_pickled_models: bool = False
 
 
 class Loader(abc.ABC):
