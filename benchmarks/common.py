@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -66,3 +69,52 @@ def publish(text: str, output: Path | None) -> None:
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text)
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, for a report's last lines ("?" where unknown)."""
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+@dataclass(frozen=True)
+class CallTiming:
+    """How long a function took, called over and over in one thread (time_calls)."""
+
+    calls: int
+    wall_seconds: float
+    cpu_seconds: float  # this process's CPU time over the loop (every thread of it)
+    median_micros: float  # the median call's wall time
+
+    @property
+    def calls_per_second(self) -> float:
+        return self.calls / self.wall_seconds if self.wall_seconds else float("nan")
+
+    @property
+    def cpu_micros_per_call(self) -> float:
+        return self.cpu_seconds / self.calls * 1e6 if self.calls else float("nan")
+
+
+def time_calls(
+    call: Callable[[], object], seconds: float, warmup_calls: int = 3, min_calls: int = 5
+) -> CallTiming:
+    """Calls `call` in this thread for about `seconds` (at least `min_calls` times) after
+    `warmup_calls` unmeasured calls: a library's own cost, with no server around it."""
+    for _ in range(warmup_calls):
+        call()
+    samples: list[float] = []
+    cpu0 = time.process_time()
+    began = time.perf_counter()
+    until = began + seconds
+    while True:
+        t0 = time.perf_counter()
+        call()
+        t1 = time.perf_counter()
+        samples.append(t1 - t0)
+        if t1 >= until and len(samples) >= min_calls:
+            break
+    wall = time.perf_counter() - began
+    cpu = time.process_time() - cpu0
+    return CallTiming(len(samples), wall, cpu, statistics.median(samples) * 1e6)

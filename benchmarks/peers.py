@@ -134,11 +134,17 @@ def values(floats: int) -> np.ndarray:
 
 
 def v2_grpc_request(floats: int) -> bytes:
+    return v2_grpc_message(MODEL, "x", values(floats))
+
+
+def v2_grpc_message(model: str, name: str, x: np.ndarray) -> bytes:
+    """A serialized ModelInferRequest for `model` with one FP32 input `name` = x (any shape),
+    its values in contents.fp32_contents."""
     request_class, _ = _v2_messages()
-    request = request_class(model_name=MODEL)
-    tensor = request.inputs.add(name="x", datatype="FP32", shape=[floats])
-    tensor.contents.fp32_contents.extend(values(floats).tolist())
-    return request.SerializeToString()
+    request = request_class(model_name=model)
+    tensor = request.inputs.add(name=name, datatype="FP32", shape=list(x.shape))
+    tensor.contents.fp32_contents.extend(np.asarray(x, np.float32).reshape(-1).tolist())
+    return bytes(request.SerializeToString())
 
 
 def v2_grpc_response(data: bytes) -> tuple[str, list[int], np.ndarray]:
@@ -158,7 +164,13 @@ def v2_grpc_response(data: bytes) -> tuple[str, list[int], np.ndarray]:
 
 
 def v2_rest_body(floats: int) -> bytes:
-    inputs = [{"name": "x", "shape": [floats], "datatype": "FP32", "data": values(floats).tolist()}]
+    return v2_rest_json("x", values(floats))
+
+
+def v2_rest_json(name: str, x: np.ndarray) -> bytes:
+    """A V2 REST inference request with one FP32 input `name` = x (any shape), its data flat."""
+    data = np.asarray(x, np.float32).reshape(-1).tolist()
+    inputs = [{"name": name, "shape": list(x.shape), "datatype": "FP32", "data": data}]
     return json.dumps({"inputs": inputs}, separators=(",", ":")).encode()
 
 
@@ -203,6 +215,7 @@ class PeerTarget:
     name = "peer"
     venv_name = ""
     settings_note = ""
+    model = MODEL  # the model's name on the server (its readiness is awaited)
 
     def __init__(self, model_dir: Path, venvs: Path = VENVS) -> None:
         self.model_dir = Path(model_dir).resolve()
@@ -269,7 +282,7 @@ class PeerTarget:
 
     def _wait_ready(self, began: float) -> None:
         assert self._process is not None
-        ready = [self._url("/v2/health/ready"), self._url(f"/v2/models/{MODEL}/ready")]
+        ready = [self._url("/v2/health/ready"), self._url(f"/v2/models/{self.model}/ready")]
         while True:
             code = self._process.poll()
             if code is not None:
@@ -394,13 +407,23 @@ class MLServerTarget(PeerTarget):
         workers = "default 1" if parallel_workers is None else str(parallel_workers)
         self.settings_note = f"custom runtime, debug off, parallel_workers {workers}"
 
+    def model_settings(self, folder: Path) -> dict[str, Any]:
+        """The model's model-settings.json; `folder` is the model's own folder, which the
+        runtime's files may be copied to."""
+        for source in ("mlserver_runtime.py", "half_plus_two_session.py"):
+            shutil.copy(RUNTIMES / source, folder / source)
+        return {
+            "name": MODEL,
+            "implementation": "mlserver_runtime.HalfPlusTwoRuntime",
+            "parameters": {"uri": str(self.model_dir)},
+        }
+
     def command(self) -> list[str]:
         assert self._workdir is not None
         folder = self._workdir / "models"
-        model = folder / MODEL
+        model = folder / self.model
         model.mkdir(parents=True)
-        for source in ("mlserver_runtime.py", "half_plus_two_session.py"):
-            shutil.copy(RUNTIMES / source, model / source)
+        model_settings = self.model_settings(model)
         settings: dict[str, Any] = {
             "host": HOST,
             "http_port": self.http_port,
@@ -411,13 +434,59 @@ class MLServerTarget(PeerTarget):
         if self.parallel_workers is not None:
             settings["parallel_workers"] = self.parallel_workers
         (folder / "settings.json").write_text(json.dumps(settings, indent=2))
-        model_settings = {
-            "name": MODEL,
-            "implementation": "mlserver_runtime.HalfPlusTwoRuntime",
-            "parameters": {"uri": str(self.model_dir)},
-        }
         (model / "model-settings.json").write_text(json.dumps(model_settings, indent=2))
         return [str(self.venv / "bin/mlserver"), "start", str(folder)]
+
+
+class MLServerXGBoostTarget(MLServerTarget):
+    """MLServer serving an XGBoost model (`model_dir`/model.json) with its own runtime,
+    mlserver-xgboost (`mlserver_xgboost.XGBoostModel`: the model loaded as xgboost's
+    XGBRegressor or XGBClassifier, V2 output "predict"), settings as MLServerTarget's. Its
+    requests (endpoints, check) are the benchmark's to build: see benchmarks/servables.py."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        model: str,
+        venvs: Path = VENVS,
+        parallel_workers: int | None = None,
+        omp_threads: int | None = None,
+    ) -> None:
+        super().__init__(model_dir, venvs, parallel_workers)
+        self.model = model
+        # mlserver-xgboost sets no thread count: xgboost then predicts on as many OpenMP
+        # threads as there are cores. OMP_NUM_THREADS in the server's environment caps it.
+        self.omp_threads = omp_threads
+        self.name = f"MLServer {installed_version(self.venv, 'mlserver')} (mlserver-xgboost"
+        self.name += ")" if omp_threads is None else f", OMP_NUM_THREADS={omp_threads})"
+        workers = "default 1" if parallel_workers is None else str(parallel_workers)
+        threads = (
+            "xgboost's default threads"
+            if omp_threads is None
+            else (f"OMP_NUM_THREADS={omp_threads}")
+        )
+        self.settings_note = (
+            f"mlserver-xgboost {installed_version(self.venv, 'mlserver-xgboost')} runtime, "
+            f"xgboost {installed_version(self.venv, 'xgboost')} ({threads}), debug off, "
+            f"parallel_workers {workers}"
+        )
+
+    def environment(self) -> dict[str, str]:
+        env = super().environment()
+        if self.omp_threads is not None:
+            env["OMP_NUM_THREADS"] = str(self.omp_threads)
+        return env
+
+    def model_settings(self, folder: Path) -> dict[str, Any]:
+        return {
+            "name": self.model,
+            "implementation": "mlserver_xgboost.XGBoostModel",
+            "parameters": {"uri": str(self.model_dir / "model.json")},
+        }
+
+    def installed(self) -> bool:
+        runtime = list(self.venv.glob("lib/python3*/site-packages/mlserver_xgboost"))
+        return super().installed() and bool(runtime)
 
 
 class TritonTarget(PeerTarget):

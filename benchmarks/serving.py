@@ -210,7 +210,7 @@ class Fastserve(ProcessTarget):
         label = "batching on" if batching else "batching off"
         on = f", REST on {rest_server}" if rest_server else ""
         self.name = f"fastserve {model}, {label}{on}"
-        self.payloads = (MLP_WIDTH,) if model == MLP else PAYLOADS
+        self.payloads: tuple[int, ...] = (MLP_WIDTH,) if model == MLP else PAYLOADS
         self.grpc_port = self.rest_port = 0
         self.args: list[str] = []
 
@@ -765,7 +765,7 @@ def _conn(concurrency: int) -> str:
     return f"{connections} connection(s) x {streams} stream(s)"
 
 
-def generator_section(run: Run) -> list[str]:
+def generator_section(run: Run, unit: str = "floats") -> list[str]:
     """Whether each generator had room: its own CPU, and what it could send per core."""
     out = [
         "",
@@ -777,7 +777,7 @@ def generator_section(run: Run) -> list[str]:
         "measured. Shown for the floors (the fastest servers here) and the busiest cell of "
         "each generator.",
         "",
-        "| generator | target | protocol | floats | in flight | req/s | generator CPU | "
+        f"| generator | target | protocol | {unit} | in flight | req/s | generator CPU | "
         "ceiling req/s per core | headroom |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -833,7 +833,9 @@ def _share(count: int, samples: int) -> str:
     return f"{count / samples:.0%}" if samples and count else ""
 
 
-def plot(run: Run, path: Path) -> bool:
+def plot(run: Run, path: Path, unit: str = "floats") -> bool:
+    """Requests/s at 16 in flight and p50 at 1 per target, a column per payload (`unit`: what
+    a Cell's `floats` counts, for the titles)."""
     try:
         import matplotlib
 
@@ -852,9 +854,9 @@ def plot(run: Run, path: Path) -> bool:
         colors = ["tab:blue" if p == "grpc" else "tab:orange" for _, p in mine]
         top, bottom = axes[0][column], axes[1][column]
         top.barh(labels, [c.load.throughput if c else 0 for c in through], color=colors)
-        top.set_title(f"{floats:,} floats: requests/s at 16 in flight")
+        top.set_title(f"{floats:,} {unit}: requests/s at 16 in flight")
         bottom.barh(labels, [c.load.p50 * 1e3 if c else 0 for c in latency], color=colors)
-        bottom.set_title(f"{floats:,} floats: p50 ms at 1 in flight")
+        bottom.set_title(f"{floats:,} {unit}: p50 ms at 1 in flight")
         for axis in (top, bottom):
             axis.tick_params(axis="y", labelsize=6)
             axis.invert_yaxis()

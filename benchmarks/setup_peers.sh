@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the peers that benchmarks/peers.py serves half_plus_two with, one virtualenv each,
 # under benchmarks/.venvs/ (kept out of git):
-#   mlserver  Seldon MLServer (V2 REST and gRPC) + TensorFlow, for a custom runtime
+#   mlserver  Seldon MLServer (V2 REST and gRPC) + TensorFlow, for a custom runtime, and
+#             mlserver-xgboost (MLServer's own XGBoost runtime) for benchmarks/servables.py
 #   triton    NVIDIA Triton through nvidia-pytriton (its wheel bundles tritonserver) + TensorFlow
 # Everything comes from PyPI; nothing is fetched when the peers run.
 #
@@ -22,13 +23,16 @@ python="${PYTHON:-python3}"
 TENSORFLOW="tensorflow-cpu==2.21.0"
 # MLServer 1.7.1's inference workers call asyncio.get_event_loop() with no loop set, which
 # uvloop 0.22 and later refuse ("There is no current event loop"): keep the uvloop of its day.
+# mlserver-xgboost is released with MLServer (same version); xgboost is the version
+# fastserve's xgboost kind was measured with, so both servers run the same library.
+XGBOOST="mlserver-xgboost==1.7.1 xgboost==3.2.0"
 declare -A PACKAGES=(
-    [mlserver]="mlserver==1.7.1 uvloop==0.21.0 $TENSORFLOW"
+    [mlserver]="mlserver==1.7.1 uvloop==0.21.0 $TENSORFLOW $XGBOOST"
     [triton]="nvidia-pytriton==0.7.0 $TENSORFLOW"
 )
 # Imported once after an install; a re-run only checks that they are still there.
 declare -A MODULES=(
-    [mlserver]="mlserver tensorflow"
+    [mlserver]="mlserver tensorflow mlserver_xgboost xgboost"
     [triton]="pytriton tensorflow"
 )
 

@@ -41,14 +41,14 @@ def payload(floats: int) -> np.ndarray:
     return (np.arange(floats, dtype=np.float32) % 1000) / np.float32(4)
 
 
-def predict_request(x: np.ndarray, model: str = MODEL) -> bytes:
-    """A serialized tensorflow.serving.PredictRequest for `model` with input "x" = `x`
-    (tensor_content, as TensorFlow's make_tensor_proto writes a numpy array)."""
+def predict_request(x: np.ndarray, model: str = MODEL, input_name: str = "x") -> bytes:
+    """A serialized tensorflow.serving.PredictRequest for `model` with input `input_name` =
+    `x` (float32 tensor_content, as TensorFlow's make_tensor_proto writes a numpy array)."""
     from tensorflow_serving.apis import predict_pb2
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
-    tensor = request.inputs["x"]
+    tensor = request.inputs[input_name]
     tensor.dtype = 1  # DT_FLOAT
     for size in x.shape:
         tensor.tensor_shape.dim.add().size = size

@@ -53,3 +53,16 @@ def test_rest_body_is_v2_json() -> None:
 def test_a_missing_peer_names_the_setup_script(tmp_path: Path) -> None:
     with pytest.raises(peers.PeerNotInstalled, match=r"setup_peers\.sh mlserver triton"):
         peers.make_targets(tmp_path / "model", venvs=tmp_path / "venvs")
+
+
+def test_v2_messages_carry_a_matrix_with_its_shape() -> None:
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) / 4
+    request_class, _ = peers._v2_messages()
+    request = request_class.FromString(peers.v2_grpc_message("trees", "inputs", x))
+    (tensor,) = request.inputs
+    assert (request.model_name, tensor.name, list(tensor.shape)) == ("trees", "inputs", [2, 3])
+    assert list(tensor.contents.fp32_contents) == x.reshape(-1).tolist()
+    assert peers.v2_rest_json("inputs", x) == (
+        b'{"inputs":[{"name":"inputs","shape":[2,3],"datatype":"FP32",'
+        b'"data":[0.0,0.25,0.5,0.75,1.0,1.25]}]}'
+    )

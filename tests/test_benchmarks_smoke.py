@@ -114,3 +114,33 @@ def test_http_servers_benchmark_runs(tmp_path: Path) -> None:
     assert "| bare Starlette floor | uvicorn | 16 |" in text
     assert "| fastserve | hypercorn | 16 |" in text
     assert "## Is wrk the bottleneck?" in text
+
+
+def test_servables_benchmark_runs(tmp_path: Path) -> None:
+    """The ONNX and XGBoost models in-process and in fastserve, 1 row, 1 and 16 in flight, a
+    second a cell; MLServer's XGBoost runtime when benchmarks/setup_peers.sh installed it, else
+    the report names the setup command."""
+    tools.require("h2load", "wrk")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import peers
+
+    text = run_benchmark(tmp_path, "servables", "--quick", "--seconds", "1", timeout=600)
+    for row in (
+        "| ONNX | onnxruntime",  # in-process
+        "| XGBoost | xgboost",
+        "| fastserve (ONNX) | grpc | 1 |",
+        "| fastserve (ONNX) | rest | 1 |",
+        "| fastserve (XGBoost) | grpc | 1 |",
+        "| fastserve (XGBoost) | rest | 1 |",
+        "| ONNX | grpc | 1 |",  # fastserve / in-process
+        "| XGBoost | rest | 1 |",
+    ):
+        assert row in text, row
+    assert "MLServer has no official ONNX runtime" in text
+    mlserver = peers.MLServerXGBoostTarget(tmp_path, "model")
+    if mlserver.installed():
+        for name in (mlserver.name, peers.MLServerXGBoostTarget(tmp_path, "m", omp_threads=1).name):
+            assert f"| {name} | grpc | 1 |" in text and f"| {name} | rest | 1 |" in text, name
+    else:
+        assert "setup_peers.sh mlserver`" in text, text
+    assert "## Failures" not in text, text
