@@ -8,9 +8,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from tensorflow.core.example import example_pb2, feature_pb2
-
 from fastserve.codecs.rest_json import FLOAT32_MAX, decimal, json_type, pretty
+from fastserve.codecs.tfs_protos import example_pb2, feature_pb2
 from fastserve.errors import invalid_argument
 
 
