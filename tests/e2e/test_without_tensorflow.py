@@ -122,8 +122,9 @@ def test_the_environment_has_no_tensorflow(venv: Path) -> None:
     assert "fastserve==" in listed and "onnxruntime==" in listed
 
 
-def test_help_and_config_parsing_work(venv: Path, repository: Path) -> None:
+def test_help_works(venv: Path) -> None:
     assert "--model_config_file" in run(venv / "fastserve", "--help").stdout
+    assert "--max_batch_size" in run(venv / "fastserve", "tune", "--help").stdout
 
 
 def test_grpc_predict_with_tf_servings_client(server: FastserveProcess) -> None:
