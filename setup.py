@@ -2,7 +2,10 @@
 
 The native gRPC server links grpc++ and protobuf from the system (Debian: libgrpc++-dev,
 libprotobuf-dev, protobuf-compiler, protobuf-compiler-grpc, pkg-config; `scripts/debian-packages
-build` installs them). The .proto files in protos/ are compiled to C++ here, into build/protos.
+build` installs them). The .proto files in protos/fastserve/ are compiled to C++ here, into
+build/protos; those in protos/tensorflow/ and protos/tensorflow_serving/ (TF Serving's messages
+for the Python side) into one descriptor set, src/fastserve/codecs/tfs_protos.binpb, which the
+package ships and fastserve.codecs.tfs_protos reads.
 """
 
 from __future__ import annotations
@@ -13,14 +16,17 @@ import subprocess
 import sys
 from glob import glob
 from pathlib import Path
+from typing import NoReturn
 
 HERE = Path(__file__).resolve().parent
+PROTOS = HERE / "protos"
 GENERATED = HERE / "build" / "protos"
+DESCRIPTOR_SET = HERE / "src" / "fastserve" / "codecs" / "tfs_protos.binpb"
 PACKAGES = ("grpc++", "protobuf")
 DEBIAN = "libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc pkg-config"
 
 
-def _fail(what: str) -> None:
+def _fail(what: str) -> NoReturn:
     sys.exit(
         f"fastserve: cannot build the native server: {what}. On Debian/Ubuntu run "
         f"`scripts/debian-packages build` (apt-get install --no-install-recommends {DEBIAN})."
@@ -43,32 +49,63 @@ def _pkg_config(*args: str) -> list[str]:
     return done.stdout.split()
 
 
-def _compile_protos() -> list[str]:
-    """protoc and grpc_cpp_plugin turn protos/*.proto into C++ sources; returns them."""
+def _protoc() -> str:
     protoc = shutil.which("protoc")
+    if protoc is None:
+        _fail("protoc is missing")
+    return protoc
+
+
+def _proto_files(*folders: str) -> list[str]:
+    """The .proto files under protos/<folder>, as paths relative to protos/."""
+    return sorted(
+        str(path.relative_to(PROTOS))
+        for folder in folders
+        for path in (PROTOS / folder).rglob("*.proto")
+    )
+
+
+def _compile_protos() -> list[str]:
+    """protoc and grpc_cpp_plugin turn protos/fastserve/*.proto into C++ sources; returns them."""
+    protoc = _protoc()
     plugin = shutil.which("grpc_cpp_plugin")
-    if protoc is None or plugin is None:
-        _fail("protoc or grpc_cpp_plugin is missing")
-    protos = sorted(str(p.relative_to(HERE / "protos")) for p in (HERE / "protos").rglob("*.proto"))
+    if plugin is None:
+        _fail("grpc_cpp_plugin is missing")
     GENERATED.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
             protoc,
-            f"--proto_path={HERE / 'protos'}",
+            f"--proto_path={PROTOS}",
             f"--cpp_out={GENERATED}",
             f"--grpc_out={GENERATED}",
             f"--plugin=protoc-gen-grpc={plugin}",
-            *protos,
+            *_proto_files("fastserve"),
         ],
         check=True,
     )
     return sorted(str(p) for p in GENERATED.rglob("*.cc"))
 
 
+def _write_descriptor_set() -> None:
+    """TF Serving's messages for the Python side, with the files they import (protobuf's own
+    any.proto and wrappers.proto among them), as one FileDescriptorSet."""
+    subprocess.run(
+        [
+            _protoc(),
+            f"--proto_path={PROTOS}",
+            "--include_imports",
+            f"--descriptor_set_out={DESCRIPTOR_SET}",
+            *_proto_files("tensorflow", "tensorflow_serving"),
+        ],
+        check=True,
+    )
+
+
 # The system's tools are checked before anything else, so that a machine without them gets one
 # clear line rather than a compiler's error.
 cflags, libs = _pkg_config("--cflags"), _pkg_config("--libs")
 generated = _compile_protos()
+_write_descriptor_set()
 
 from pybind11.setup_helpers import ParallelCompile, Pybind11Extension, build_ext  # noqa: E402
 from setuptools import setup  # noqa: E402

@@ -143,7 +143,9 @@ def test_model_status_response() -> None:
         }
         model_version_status { version: 1 state: AVAILABLE status {} }
     """
-    assert response == text_format.Parse(expected, get_model_status_pb2.GetModelStatusResponse())
+    # Read by TF Serving's own class: the same message on the wire.
+    theirs = get_model_status_pb2.GetModelStatusResponse.FromString(response.SerializeToString())
+    assert theirs == text_format.Parse(expected, get_model_status_pb2.GetModelStatusResponse())
     # OK is written, not left unset: REST prints it, gRPC clients read 0 either way.
     assert response.model_version_status[0].HasField("status")
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from tensorflow.core.framework import tensor_shape_pb2
-from tensorflow.core.framework.tensor_pb2 import TensorProto
 
+from fastserve.codecs.tfs_protos import tensor_pb2, tensor_shape_pb2
 from fastserve.dtypes import NUMPY_MAX_RANK, TENSORFLOW_MAX_RANK, DType
 from fastserve.errors import DEFAULT_MAX_REQUEST_BYTES, Code, ServingError, invalid_argument
 
@@ -60,7 +59,7 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
-def shape_of(proto: TensorProto, name: str = "") -> tuple[int, ...]:
+def shape_of(proto: tensor_pb2.TensorProto, name: str = "") -> tuple[int, ...]:
     """The dims of a TensorProto; unknown rank, negative dims or more dims than TensorFlow
     allows cannot make a tensor (TF Serving's answer), and more than numpy holds cannot
     make an array here."""
@@ -77,7 +76,7 @@ def shape_of(proto: TensorProto, name: str = "") -> tuple[int, ...]:
 
 
 def to_numpy(
-    proto: TensorProto, name: str = "", limit: int = DEFAULT_MAX_REQUEST_BYTES
+    proto: tensor_pb2.TensorProto, name: str = "", limit: int = DEFAULT_MAX_REQUEST_BYTES
 ) -> np.ndarray:
     """Decodes a TensorProto. tensor_content becomes a read-only view without a copy.
     A tensor that would take more than `limit` bytes is refused before it is allocated.
@@ -153,7 +152,9 @@ def _shape_proto(shape: tuple[int, ...]) -> tensor_shape_pb2.TensorShapeProto:
     )
 
 
-def fill_proto(proto: TensorProto, array: np.ndarray, dtype: DType, *, as_content: bool) -> None:
+def fill_proto(
+    proto: tensor_pb2.TensorProto, array: np.ndarray, dtype: DType, *, as_content: bool
+) -> None:
     """Writes `array` into an empty TensorProto as `dtype`.
 
     With as_content, numeric tensors go into tensor_content (fast, compact); otherwise into
@@ -202,7 +203,9 @@ def _to_bytes(item: object) -> bytes:
     raise TypeError(f"string tensor holds a {type(item).__name__}, not bytes or str")
 
 
-def make_proto(array: np.ndarray, dtype: DType, *, as_content: bool = False) -> TensorProto:
-    proto = TensorProto()
+def make_proto(
+    array: np.ndarray, dtype: DType, *, as_content: bool = False
+) -> tensor_pb2.TensorProto:
+    proto = tensor_pb2.TensorProto()
     fill_proto(proto, array, dtype, as_content=as_content)
     return proto

@@ -10,9 +10,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from tensorflow.core.example import example_pb2, feature_pb2
 
 from fastserve.codecs.rest_json import FLOAT32_MAX, decimal, json_type, pretty
+from fastserve.codecs.tfs_protos import example_pb2, feature_pb2
 from fastserve.errors import invalid_argument
 
 

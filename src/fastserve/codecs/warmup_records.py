@@ -3,7 +3,6 @@ plain requests (numpy inputs and serialized examples) that the API can replay.""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +12,8 @@ import numpy as np
 from fastserve.codecs import protos
 from fastserve.codecs import tensor_proto as tensors
 from fastserve.codecs import tf_example as tf_examples
+from fastserve.codecs.tfrecord import read_records
+from fastserve.codecs.tfs_protos import prediction_log_pb2
 from fastserve.errors import Code, ServingError, invalid_argument
 from fastserve.types import ModelSpec
 
@@ -62,8 +63,6 @@ def read_requests(warmup_path: str) -> Iterator[WarmupRequest | None]:
     """Each record's request in file order (None for a record without one, which TF Serving
     skips). Raises a ServingError naming the file for an unreadable file, a record that is not
     a PredictionLog, or more than MAX_RECORDS records."""
-    from tensorflow_serving.apis import prediction_log_pb2
-
     for count, record in enumerate(_records(warmup_path), start=1):
         if count > MAX_RECORDS:
             raise invalid_argument(
@@ -111,32 +110,16 @@ def _request(prediction_log: Any) -> WarmupRequest | None:
 
 
 def _records(warmup_path: str) -> Iterator[bytes]:
-    """The records of a TFRecord file, read with TensorFlow; unreadable or corrupt data
-    becomes a ServingError naming the file."""
-    import tensorflow as tf
-
+    """The records of a TFRecord file; unreadable or corrupt data becomes a ServingError
+    naming the file, worded as TF Serving words it."""
     try:
-        for record in tf.data.TFRecordDataset(warmup_path):
-            yield record.numpy()
-    except tf.errors.DataLossError as error:
+        yield from read_records(warmup_path)
+    except ServingError as error:
+        hint = (
+            ". Please verify your warmup data is in TFRecord format."
+            if error.code is Code.DATA_LOSS
+            else ""
+        )
         raise ServingError(
-            Code.DATA_LOSS,
-            f"Cannot read warmup data {warmup_path}: {_op_message(error)}. "
-            "Please verify your warmup data is in TFRecord format.",
+            error.code, f"Cannot read warmup data {warmup_path}: {error.message}{hint}"
         ) from None
-    except tf.errors.OpError as error:
-        raise ServingError(
-            Code(error.error_code),  # TensorFlow's codes are the canonical ones
-            f"Cannot read warmup data {warmup_path}: {_op_message(error)}",
-        ) from None
-
-
-def _op_message(error: Any) -> str:
-    """An eager op's error message without the function and op names TensorFlow wraps it in
-    ("{{function_node ...}} corrupted record at 0 [Op:IteratorGetNext] name: ")."""
-    message = _FUNCTION_NODE.sub("", str(error.message))
-    return _OP_SUFFIX.sub("", message).strip()
-
-
-_FUNCTION_NODE = re.compile(r"^\{\{function_node [^}]*\}\}\s*")
-_OP_SUFFIX = re.compile(r"\s*\[Op:[^\]]*\].*$", re.DOTALL)

@@ -59,12 +59,13 @@ def _has_scheme(path: str) -> bool:
 def load_text_proto(path: str) -> ServingConfig:
     """Reads a ModelServerConfig text proto, unchanged from TF Serving."""
     from google.protobuf import text_format
-    from tensorflow_serving.config import model_server_config_pb2
+
+    from fastserve.codecs.tfs_protos import POOL, model_server_config_pb2
 
     text = _read(path)
     message = model_server_config_pb2.ModelServerConfig()
     try:
-        text_format.Parse(text, message)
+        text_format.Parse(text, message, descriptor_pool=POOL)
     except text_format.ParseError as error:
         # Worded like protobuf's own log line, which scripts written for TF Serving look for.
         raise ConfigError(

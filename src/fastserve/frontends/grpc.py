@@ -17,7 +17,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 from google.protobuf.message import DecodeError
-from tensorflow_serving.apis import (
+
+from fastserve._core import GrpcCall, GrpcServer, RequestLog
+from fastserve.api.examples import Classifications, Regressions, Served, Tasks
+from fastserve.api.inference import InferenceAPI
+from fastserve.codecs import protos
+from fastserve.codecs import tensor_proto as tensors
+from fastserve.codecs import tf_example as tf_examples
+from fastserve.codecs.tfs_protos import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -26,13 +33,6 @@ from tensorflow_serving.apis import (
     predict_pb2,
     regression_pb2,
 )
-
-from fastserve._core import GrpcCall, GrpcServer, RequestLog
-from fastserve.api.examples import Classifications, Regressions, Served, Tasks
-from fastserve.api.inference import InferenceAPI
-from fastserve.codecs import protos
-from fastserve.codecs import tensor_proto as tensors
-from fastserve.codecs import tf_example as tf_examples
 from fastserve.core.models import ModelConfig
 from fastserve.dtypes import NUMPY_MAX_RANK, DType, from_numpy
 from fastserve.errors import (

@@ -16,7 +16,8 @@ It answers as TensorFlow's own service does (tsl/profiler/rpc/profiler_service_i
     directory. Filesystem errors answer INTERNAL with TensorFlow's message.
 
 The handlers take and give messages, or bytes through call() (what a gRPC server hands over),
-and know nothing of gRPC. TensorFlow is imported on the first request, not before.
+and know nothing of gRPC. TensorFlow is imported on the first request, not before; without
+TensorFlow installed, every call answers UNIMPLEMENTED naming fastserve[tensorflow].
 """
 
 from __future__ import annotations
@@ -68,7 +69,16 @@ _DEFAULT_LEVELS = {"host_tracer_level": 2, "device_tracer_level": 1, "python_tra
 
 @cache
 def _pool() -> descriptor_pool.DescriptorPool:
-    from tensorflow.tsl.profiler.protobuf import profiler_options_pb2, xplane_pb2
+    try:
+        from tensorflow.tsl.profiler.protobuf import profiler_options_pb2, xplane_pb2
+    except ImportError as error:
+        # TensorFlow is optional (fastserve[tensorflow]); without it this service answers
+        # every call with this, and the rest of the server is unaffected.
+        raise ServingError(
+            Code.UNIMPLEMENTED,
+            f"{SERVICE} needs TensorFlow, which cannot be imported ({error}): "
+            "pip install 'fastserve[tensorflow]'",
+        ) from None
 
     return build_pool(
         "fastserve/profiler_service.proto",

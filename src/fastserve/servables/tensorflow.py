@@ -24,6 +24,7 @@ from fastserve.types import RunContext, Signature, TensorInfo
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 RUNNER_VARIABLE = "FASTSERVE_TENSORFLOW_RUNNER"
 C_API_LIBRARY = "libtensorflow_cc.so.2"
+EXTRA = "pip install 'fastserve[tensorflow]'"
 
 log = logging.getLogger("fastserve.servables.tensorflow")
 
@@ -263,6 +264,19 @@ class TensorFlowServable(Servable):
         self._session.close()
 
 
+def _require_tensorflow() -> None:
+    """TensorFlow is an extra (fastserve[tensorflow]): without it a SavedModel's load fails
+    with this, naming the extra, and other kinds keep serving."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError as error:
+        raise ServingError(
+            Code.FAILED_PRECONDITION,
+            f"model_platform tensorflow needs TensorFlow, which cannot be imported ({error}): "
+            f"{EXTRA}",
+        ) from None
+
+
 def _check_folder(path: str, tags: Sequence[str]) -> Any:
     """The SavedModel's meta graph tagged `tags`; fails the way TF Serving does when the
     folder is not a SavedModel with these tags."""
@@ -271,6 +285,7 @@ def _check_folder(path: str, tags: Sequence[str]) -> Any:
             Code.NOT_FOUND,
             f"Could not find SavedModel .pb or .pbtxt at supplied export directory path: {path}",
         )
+    _require_tensorflow()
     from tensorflow.python.saved_model import loader_impl
 
     try:

@@ -95,7 +95,7 @@ def _interpreter_class() -> Any:
         raise ServingError(
             Code.FAILED_PRECONDITION,
             f"model_platform tflite needs tensorflow's TF Lite interpreter, which cannot be "
-            f"imported ({error}): pip install tensorflow",
+            f"imported ({error}): pip install 'fastserve[tensorflow]'",
         ) from None
     return Interpreter
 

@@ -39,15 +39,20 @@ def _signature_from_proto(name: str, proto: Any) -> Any:
 def fetch_signature(target: str, model: str, signature_name: str) -> Any:
     """The signature the load will call, from the server's GetModelMetadata."""
     import grpc
-    from tensorflow_serving.apis import get_model_metadata_pb2, prediction_service_pb2_grpc
+
+    from fastserve.codecs.tfs_protos import get_model_metadata_pb2, method_path
 
     request = get_model_metadata_pb2.GetModelMetadataRequest()
     request.model_spec.name = model
     request.metadata_field.append("signature_def")
     with grpc.insecure_channel(target) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        call = channel.unary_unary(
+            method_path("tensorflow.serving.PredictionService", "GetModelMetadata"),
+            request_serializer=get_model_metadata_pb2.GetModelMetadataRequest.SerializeToString,
+            response_deserializer=get_model_metadata_pb2.GetModelMetadataResponse.FromString,
+        )
         try:
-            response = stub.GetModelMetadata(request, timeout=30)
+            response = call(request, timeout=30)
         except grpc.RpcError as error:
             raise TuneError(f"GetModelMetadata of {model} failed: {error.details()}") from None
     signatures = get_model_metadata_pb2.SignatureDefMap()
@@ -127,10 +132,9 @@ def build_inputs(args: argparse.Namespace, signature: Any) -> dict[str, np.ndarr
 
 def predict_body(model: str, signature_name: str, inputs: dict[str, np.ndarray]) -> bytes:
     """A serialized PredictRequest (not framed)."""
-    from tensorflow_serving.apis import predict_pb2
-
     from fastserve import dtypes
     from fastserve.codecs import tensor_proto as tensors
+    from fastserve.codecs.tfs_protos import predict_pb2
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
