@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from glob import glob
 from pathlib import Path
 from typing import NoReturn
@@ -71,19 +72,34 @@ def _compile_protos() -> list[str]:
     plugin = shutil.which("grpc_cpp_plugin")
     if plugin is None:
         _fail("grpc_cpp_plugin is missing")
-    GENERATED.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            protoc,
-            f"--proto_path={PROTOS}",
-            f"--cpp_out={GENERATED}",
-            f"--grpc_out={GENERATED}",
-            f"--plugin=protoc-gen-grpc={plugin}",
-            *_proto_files("fastserve"),
-        ],
-        check=True,
-    )
+    with tempfile.TemporaryDirectory() as fresh:
+        subprocess.run(
+            [
+                protoc,
+                f"--proto_path={PROTOS}",
+                f"--cpp_out={fresh}",
+                f"--grpc_out={fresh}",
+                f"--plugin=protoc-gen-grpc={plugin}",
+                *_proto_files("fastserve"),
+            ],
+            check=True,
+        )
+        _update(Path(fresh), GENERATED)
     return sorted(str(p) for p in GENERATED.rglob("*.cc"))
+
+
+def _update(fresh: Path, kept: Path) -> None:
+    """Copies what protoc wrote in `fresh` over `kept`, leaving files whose bytes did not
+    change untouched: their unchanged times let a build in the same tree (`pip wheel .` after
+    `pip install .`) find the extension up to date instead of compiling it again."""
+    for source in fresh.rglob("*"):
+        if source.is_dir():
+            continue
+        target = kept / source.relative_to(fresh)
+        if target.is_file() and target.read_bytes() == source.read_bytes():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
 
 
 def _write_descriptor_set() -> None:

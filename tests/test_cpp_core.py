@@ -32,6 +32,6 @@ NATIVE = {"grpc_parts"}
 @pytest.mark.parametrize("sanitizer", ["thread", "address,undefined"])
 def test_core_under_sanitizer(tmp_path: Path, sanitizer: str, program: str) -> None:
     sources, passed = PROGRAMS[program]
-    extra = cpp.native_flags(tmp_path) if program in NATIVE else []
+    extra = cpp.native_flags() if program in NATIVE else []
     binary = cpp.build(tmp_path, program, sanitizer, sources, extra)
     cpp.run(binary, [], passed)

@@ -73,7 +73,7 @@ def test_native_predict_under_sanitizer(
     """The native Predict path (csrc/grpc/native_predict.h): lookups by version, label and
     latest, what it leaves to Python, tensor_content, many threads unbatched and batched."""
     export_dir, library, config, _, _ = saved_model
-    flags = [*cpp.native_flags(tmp_path, beside_tensorflow=True), "-ldl"]
+    flags = [*cpp.native_flags(beside_tensorflow=True), "-ldl"]
     binary = cpp.build(tmp_path, "native_predict", sanitizer, NATIVE_PREDICT_SOURCES, flags)
     cpp.run(
         binary,

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
+import hashlib
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -15,6 +20,40 @@ TESTS = REPO / "tests" / "cpp"
 TENSORFLOW_TSAN = f"suppressions={TESTS / 'tensorflow_tsan.supp'}"
 
 
+# Object files compiled in this test session, by source and flags: most programs share the
+# tensor, table, batching and gRPC parts and the generated protos, so each is compiled once
+# per sanitizer. Removed when the session ends.
+_WORK = Path(tempfile.mkdtemp(prefix="fastserve-cpp-"))
+atexit.register(shutil.rmtree, _WORK, True)
+_OBJECTS: dict[tuple[str, tuple[str, ...]], Path] = {}
+_LINK_ONLY = ("-l", "-L", "-Wl,")
+
+
+def _compiler() -> str:
+    compiler = shutil.which("g++")
+    assert compiler, "g++ is needed to build fastserve's C++ core"
+    return compiler
+
+
+def _object(source: Path, flags: tuple[str, ...]) -> Path:
+    """`source` compiled with `flags` (once per session); fails with the compiler's output."""
+    key = (str(source), flags)
+    found = _OBJECTS.get(key)
+    if found is not None:
+        return found
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+    target = _WORK / f"{source.stem}-{digest}.o"
+    built = subprocess.run(
+        [_compiler(), *flags, "-c", str(source), "-o", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert built.returncode == 0, built.stderr[-4000:]
+    _OBJECTS[key] = target
+    return target
+
+
 def build(
     tmp_path: Path,
     program: str,
@@ -22,43 +61,36 @@ def build(
     sources: Sequence[str],
     extra: Sequence[str] = (),
 ) -> Path:
-    """Compiles csrc/`sources` and tests/cpp/`program`_test.cc (plus `extra` sources and
-    flags) with -fsanitize=`sanitizer`; returns the binary. Fails with the compiler's output."""
-    compiler = shutil.which("g++")
-    assert compiler, "g++ is needed to build fastserve's C++ core"
+    """Compiles csrc/`sources` and tests/cpp/`program`_test.cc (plus `extra`: more sources,
+    compiler and linker flags) with -fsanitize=`sanitizer`, as many at once as there are
+    CPUs, and links them; returns the binary. Fails with the compiler's output."""
+    more = [Path(item) for item in extra if item.endswith(".cc")]
+    flags = [item for item in extra if not item.endswith(".cc")]
+    common = ("-std=c++17", "-O1", "-g", f"-fsanitize={sanitizer}", "-pthread")
+    compile_flags = (
+        *common,
+        f"-I{CSRC}",
+        f"-I{TESTS}",
+        *(flag for flag in flags if not flag.startswith(_LINK_ONLY)),
+    )
+    units = [*(CSRC / source for source in sources), *more, TESTS / f"{program}_test.cc"]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        objects = list(pool.map(lambda unit: _object(unit, compile_flags), units))
     binary = tmp_path / program
-    built = subprocess.run(
-        [
-            compiler,
-            "-std=c++17",
-            "-O1",
-            "-g",
-            f"-fsanitize={sanitizer}",
-            "-pthread",
-            f"-I{CSRC}",
-            *(str(CSRC / source) for source in sources),
-            str(TESTS / f"{program}_test.cc"),
-            "-o",
-            str(binary),
-            *extra,
-        ],
+    linked = subprocess.run(
+        [_compiler(), *common, *map(str, objects), "-o", str(binary), *flags],
         capture_output=True,
         text=True,
         timeout=600,
     )
-    assert built.returncode == 0, built.stderr[-4000:]
+    assert linked.returncode == 0, linked.stderr[-4000:]
     return binary
 
 
-def native_flags(tmp_path: Path, beside_tensorflow: bool = False) -> list[str]:
-    """For programs that use the protos and grpc++: compiles protos/ with protoc into
-    tmp_path; returns the generated sources and grpc++/protobuf's compiler and linker flags.
-
-    `beside_tensorflow`: for a program that also dlopens TensorFlow, whose libraries carry
-    and export their own protobuf. The program then links protobuf statically and no grpc++
-    library (grpc++'s headers only), so that no shared library of its makes protobuf's
-    symbols global, where TensorFlow's calls to its own copy would bind to them."""
-    out = tmp_path / "protos"
+@functools.cache
+def _generated_protos() -> Path:
+    """protos/ compiled to C++ by protoc, once per session."""
+    out = _WORK / "protos"
     out.mkdir()
     protos = sorted(str(p.relative_to(REPO / "protos")) for p in (REPO / "protos").rglob("*.proto"))
     subprocess.run(
@@ -66,6 +98,18 @@ def native_flags(tmp_path: Path, beside_tensorflow: bool = False) -> list[str]:
         check=True,
         capture_output=True,
     )
+    return out
+
+
+def native_flags(beside_tensorflow: bool = False) -> list[str]:
+    """For programs that use the protos and grpc++: the C++ sources protoc made of protos/,
+    and grpc++/protobuf's compiler and linker flags.
+
+    `beside_tensorflow`: for a program that also dlopens TensorFlow, whose libraries carry
+    and export their own protobuf. The program then links protobuf statically and no grpc++
+    library (grpc++'s headers only), so that no shared library of its makes protobuf's
+    symbols global, where TensorFlow's calls to its own copy would bind to them."""
+    out = _generated_protos()
     asked = ["--cflags"] if beside_tensorflow else ["--cflags", "--libs"]
     pkg = subprocess.run(
         ["pkg-config", *asked, "grpc++", "protobuf"],
