@@ -66,6 +66,10 @@ REQUESTS = {
         },
     ),
     "tf2": predict_request("tf2", {"x": np.array([[1.0], [2.0]], np.float32)}),
+    # 400 KB each way: a response this large leaves the native server without a copy.
+    "100,000 floats": predict_request(
+        "half_plus_two", {"x": np.arange(100_000, dtype=np.float32)}, version=1
+    ),
     # The Python step words every error.
     "unknown signature": predict_request(
         "half_plus_two", {"x": np.array([1.0], np.float32)}, signature="nope"

@@ -61,6 +61,7 @@ models:
   - name: fruit
     base_path: fruit
     model_platform: vocabulary
+    batching: {BATCHED}
   - name: fruit_versions
     base_path: fruit_versions
     model_platform: vocabulary
@@ -327,6 +328,24 @@ def test_vocabulary_bad_inputs(server: ServerProcess) -> None:
     )
     assert answer.status_code == 400
     assert "is not of expected type: int64" in answer.json()["error"], answer.text
+
+
+def test_vocabulary_is_batched(server: ServerProcess) -> None:
+    # Only a batch queue knows max_batch_size (4): a larger request is refused by it.
+    error = grpc_error(server, "fruit", {"keys": np.array([b"pear"] * 5, dtype=object)})
+    assert (error.code(), error.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Task size 5 is larger than maximum input batch size 4",
+    )
+    keys = [b"apple", b"pear", b"plum"]
+
+    def call(index: int) -> list[int]:
+        found = predict(server, "fruit", {"keys": np.array([keys[index % 3]], dtype=object)})
+        return found["ids"].tolist()
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(call, range(30)))
+    assert answers == [[index % 3] for index in range(30)]
 
 
 def test_vocabulary_new_version_then_invalid_one(server: ServerProcess, repository: Path) -> None:

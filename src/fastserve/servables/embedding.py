@@ -32,12 +32,11 @@ from fastserve import dtypes
 from fastserve.errors import Code, ServingError, invalid_argument
 from fastserve.servables.base import Loader, LoadOptions, Servable
 from fastserve.servables.lookup import Vocabulary, read_vocabulary_file
-from fastserve.servables.settings import Settings, read_yaml
+from fastserve.servables.settings import OPTIONS_FILE, Settings, read_yaml
 from fastserve.types import DEFAULT_SIGNATURE, PREDICT_METHOD, RunContext, Signature, TensorInfo
 
 TABLE_FILE = "embeddings.npy"
 VOCABULARY_FILE = "vocab.txt"
-OPTIONS_FILE = "servable.yaml"
 BY_ID = "by_id"
 
 

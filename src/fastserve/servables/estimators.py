@@ -34,12 +34,12 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-import yaml
 
 from fastserve.codecs.tf_example import example_columns
 from fastserve.dtypes import DType
 from fastserve.errors import Code, ServingError, internal, invalid_argument
 from fastserve.servables.base import Loader, LoadOptions, Servable, check_declared_shapes
+from fastserve.servables.settings import servable_options, whole_number
 from fastserve.types import (
     CLASSIFY_METHOD,
     DEFAULT_SIGNATURE,
@@ -50,7 +50,6 @@ from fastserve.types import (
     TensorInfo,
 )
 
-OPTIONS_FILE = "servable.yaml"
 CLASSIFY_SIGNATURE = "classify"
 REGRESS_SIGNATURE = "regress"
 # Tensor names, as TF Serving's Classify and Regress APIs name them.
@@ -96,28 +95,11 @@ class Settings:
 def read_settings(path: str, known: Collection[str]) -> Settings:
     """The version folder's servable.yaml (defaults without the file); `known` are the options
     the kind reads: any other fails the load, naming the file."""
-    file = os.path.join(path, OPTIONS_FILE)
-    if not os.path.exists(file):
-        return Settings()
-    try:
-        with open(file, encoding="utf-8") as stream:
-            loaded = yaml.safe_load(stream)
-    except (OSError, yaml.YAMLError) as error:
-        raise invalid_argument(f"Cannot read {file}: {error}") from None
-    if loaded is None:
-        return Settings()
-    if not isinstance(loaded, dict):
-        raise invalid_argument(f"{file}: expected a mapping of options ({', '.join(known)})")
+    file, loaded = servable_options(path, known)
     values: dict[str, Any] = {}
     for key, value in loaded.items():
-        if key not in known:
-            raise invalid_argument(f"{file}: unknown option {key!r} (known: {', '.join(known)})")
         if key == "threads":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise invalid_argument(
-                    f"{file}: threads: expected a whole number >= 0, not {value!r}"
-                )
-            values[key] = value
+            values[key] = whole_number(file, key, value, 0)
         elif key == "input_dtype":
             if value not in _INPUT_DTYPES:
                 raise invalid_argument(

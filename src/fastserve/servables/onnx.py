@@ -21,15 +21,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import yaml
 
 from fastserve.dtypes import DType
 from fastserve.errors import Code, ServingError, internal, invalid_argument
 from fastserve.servables.base import Loader, LoadOptions, Servable, check_declared_shapes
+from fastserve.servables.settings import servable_options, whole_number
 from fastserve.types import PREDICT_METHOD, RunContext, Signature, TensorInfo
 
 MODEL_FILE = "model.onnx"
-OPTIONS_FILE = "servable.yaml"
 SIGNATURE = "serving_default"
 PROVIDER = "CPUExecutionProvider"
 EXTRA = "pip install 'fastserve[onnx]'"
@@ -79,35 +78,18 @@ def _import_onnxruntime() -> Any:
 
 def read_options(path: str) -> dict[str, Any]:
     """The version folder's servable.yaml as checked values ({} without the file)."""
-    file = os.path.join(path, OPTIONS_FILE)
-    if not os.path.exists(file):
-        return {}
-    try:
-        with open(file, encoding="utf-8") as stream:
-            loaded = yaml.safe_load(stream)
-    except (OSError, yaml.YAMLError) as error:
-        raise invalid_argument(f"Cannot read {file}: {error}") from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise invalid_argument(f"{file}: expected a mapping of options ({', '.join(_OPTIONS)})")
+    file, loaded = servable_options(path, _OPTIONS)
     options: dict[str, Any] = {}
     for key, value in loaded.items():
         if key in _THREAD_OPTIONS:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise invalid_argument(
-                    f"{file}: {key}: expected a whole number >= 0, not {value!r}"
-                )
-            options[key] = value
-        elif key in ("execution_mode", "graph_optimization_level"):
+            options[key] = whole_number(file, key, value, 0)
+        else:  # execution_mode, graph_optimization_level
             choices = _EXECUTION_MODES if key == "execution_mode" else _OPTIMIZATION_LEVELS
             if value not in choices:
                 raise invalid_argument(
                     f"{file}: {key}: expected one of {', '.join(choices)}, not {value!r}"
                 )
             options[key] = value
-        else:
-            raise invalid_argument(f"{file}: unknown option {key!r} (known: {', '.join(_OPTIONS)})")
     return options
 
 

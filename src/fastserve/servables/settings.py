@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, NoReturn
 
 import yaml
@@ -17,6 +17,42 @@ import yaml
 from fastserve.errors import Code, ServingError, invalid_argument
 
 _MISSING: Any = object()
+
+
+# The options file of the kinds that take a few flat options (onnx, tflite, the estimators).
+OPTIONS_FILE = "servable.yaml"
+
+
+def servable_options(path: str, known: Collection[str]) -> tuple[str, dict[str, Any]]:
+    """The options in the version folder's servable.yaml ({} without the file, or with an
+    empty one) and the file's path, for messages. A file that is not YAML or not a mapping,
+    or that names an option not in `known`, fails the load (INVALID_ARGUMENT) naming the
+    file; checking each value is the kind's."""
+    file = os.path.join(path, OPTIONS_FILE)
+    if not os.path.exists(file):
+        return file, {}
+    try:
+        with open(file, encoding="utf-8") as stream:
+            loaded = yaml.safe_load(stream)
+    except (OSError, yaml.YAMLError) as error:
+        raise invalid_argument(f"Cannot read {file}: {error}") from None
+    if loaded is None:
+        return file, {}
+    if not isinstance(loaded, dict):
+        raise invalid_argument(f"{file}: expected a mapping of options ({', '.join(known)})")
+    for key in loaded:
+        if key not in known:
+            raise invalid_argument(f"{file}: unknown option {key!r} (known: {', '.join(known)})")
+    return file, loaded
+
+
+def whole_number(file: str, key: str, value: Any, minimum: int) -> int:
+    """`value` of option `key`, which must be a whole number >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise invalid_argument(
+            f"{file}: {key}: expected a whole number >= {minimum}, not {value!r}"
+        )
+    return value
 
 
 def read_yaml(path: str, file_name: str, *, required: bool) -> Settings | None:

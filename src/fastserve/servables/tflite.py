@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import yaml
 
 from fastserve.dtypes import DType, from_numpy
 from fastserve.errors import Code, ServingError, invalid_argument
 from fastserve.servables.base import Loader, LoadOptions, Servable
+from fastserve.servables.settings import servable_options, whole_number
 from fastserve.types import (
     DEFAULT_SIGNATURE,
     PREDICT_METHOD,
@@ -48,7 +48,6 @@ from fastserve.types import (
 )
 
 MODEL_FILE = "model.tflite"
-OPTIONS_FILE = "servable.yaml"
 _OPTIONS = ("num_interpreters", "num_threads")
 
 # TensorFlow 2.18+ warns on every tf.lite.Interpreter that it moves to the ai_edge_litert
@@ -66,25 +65,8 @@ class TfLiteOptions:
 
 def read_options(path: str) -> TfLiteOptions:
     """The version folder's servable.yaml as checked values (defaults without the file)."""
-    file = os.path.join(path, OPTIONS_FILE)
-    if not os.path.exists(file):
-        return TfLiteOptions()
-    try:
-        with open(file, encoding="utf-8") as stream:
-            loaded = yaml.safe_load(stream)
-    except (OSError, yaml.YAMLError) as error:
-        raise invalid_argument(f"Cannot read {file}: {error}") from None
-    if loaded is None:
-        return TfLiteOptions()
-    if not isinstance(loaded, dict):
-        raise invalid_argument(f"{file}: expected a mapping of options ({', '.join(_OPTIONS)})")
-    values: dict[str, int] = {}
-    for key, value in loaded.items():
-        if key not in _OPTIONS:
-            raise invalid_argument(f"{file}: unknown option {key!r} (known: {', '.join(_OPTIONS)})")
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise invalid_argument(f"{file}: {key}: expected a whole number >= 1, not {value!r}")
-        values[key] = value
+    file, loaded = servable_options(path, _OPTIONS)
+    values = {key: whole_number(file, key, value, 1) for key, value in loaded.items()}
     return TfLiteOptions(**values)
 
 

@@ -27,11 +27,10 @@ from fastserve.dtypes import DType
 from fastserve.errors import Code, ServingError
 from fastserve.servables.base import Loader, LoadOptions, Servable
 from fastserve.servables.lookup import Vocabulary, read_vocabulary_file
-from fastserve.servables.settings import Settings, read_yaml
+from fastserve.servables.settings import OPTIONS_FILE, Settings, read_yaml
 from fastserve.types import DEFAULT_SIGNATURE, PREDICT_METHOD, RunContext, Signature, TensorInfo
 
 VOCABULARY_FILE = "vocab.txt"
-OPTIONS_FILE = "servable.yaml"
 IDS_TO_KEYS = "ids_to_keys"
 DEFAULT_KEY = "UNK"
 
