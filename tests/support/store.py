@@ -17,7 +17,7 @@ class ModelStore:
         self.root = root
         self._lock = threading.Lock()
 
-    def _built(self, key: str, build: Callable[[Path], None]) -> Path:
+    def _built(self, key: str, build: Callable[[Path], object]) -> Path:
         with self._lock:
             path = self.root / key
             if not path.exists():

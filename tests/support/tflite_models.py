@@ -7,11 +7,12 @@ copy the folders they change.
 from __future__ import annotations
 
 import shutil
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import tensorflow as tf
+
+from support.store import ModelStore
 
 MODEL_FILE = "model.tflite"
 
@@ -101,32 +102,18 @@ def corrupt(version_dir: Path) -> Path:
     return _write(version_dir, b"not a TF Lite model, just bytes " * 8)
 
 
-class TfLiteStore:
-    """Builds each model once; install() copies one to a version folder."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._lock = threading.Lock()
-
-    def built(self, key: str, build: Callable[[Path], Path]) -> Path:
-        with self._lock:
-            path = self.root / key
-            if not path.exists():
-                staging = self.root / f".{key}.partial"
-                shutil.rmtree(staging, ignore_errors=True)
-                build(staging)
-                staging.rename(path)
-            return path
+class TfLiteStore(ModelStore):
+    """Builds each model once (ModelStore's cache); install() copies one to a version folder."""
 
     def install(self, key: str, build: Callable[[Path], Path], target: Path) -> Path:
         """Copies the model `key` (made by `build` on first use) to the version folder
         `target`, which appears at once, as a finished export does."""
         staging = target.parent / f".{target.name}.copying"
-        shutil.copytree(self.built(key, build), staging)
+        shutil.copytree(self._built(key, build), staging)
         staging.rename(target)
         return target
 
     def add_to(self, key: str, build: Callable[[Path], Path], folder: Path) -> Path:
         """Copies the model `key`'s model.tflite into `folder` (a SavedModel's, say)."""
-        shutil.copyfile(self.built(key, build) / MODEL_FILE, folder / MODEL_FILE)
+        shutil.copyfile(self._built(key, build) / MODEL_FILE, folder / MODEL_FILE)
         return folder
