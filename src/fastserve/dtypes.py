@@ -143,6 +143,21 @@ def from_numpy(dtype: np.dtype) -> DType:
     raise TypeError(f"numpy type {dtype} has no TensorFlow equivalent")
 
 
+def matching(dtype: np.dtype) -> DType | None:
+    """The DType for a numpy type, or None where TensorFlow has none."""
+    try:
+        return from_numpy(dtype)
+    except TypeError:
+        return None
+
+
+def short_name_of(dtype: np.dtype) -> str:
+    """A numpy type as TF Serving's messages name it ("float"), or numpy's name for a type
+    TensorFlow has none for."""
+    found = matching(dtype)
+    return found.short_name if found is not None else str(dtype)
+
+
 def from_name(name: str) -> DType:
     """The DType for "float32", "DT_FLOAT", "string" and the like."""
     key = name.strip()

@@ -90,14 +90,10 @@ def check_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None
     for position, alias in enumerate(signature.input_order):
         info = expected[alias]
         array = inputs[alias]
-        try:
-            got = dtypes.from_numpy(array.dtype)
-        except TypeError:
-            got = None
-        if got is not info.dtype:
-            got_name = got.short_name if got is not None else str(array.dtype)
+        if dtypes.matching(array.dtype) is not info.dtype:
             raise invalid_argument(
-                f"Expects arg[{position}] to be {info.dtype.short_name} but {got_name} is provided"
+                f"Expects arg[{position}] to be {info.dtype.short_name} but "
+                f"{dtypes.short_name_of(array.dtype)} is provided"
             )
 
 

@@ -137,12 +137,8 @@ class ModelStep(_Step):
                     f"pipeline feeds (names here: {', '.join(sorted(values))})"
                 )
             array = values[name]
-            try:
-                got = dtypes.from_numpy(array.dtype)
-            except TypeError:
-                got = None
-            if got is not info.dtype:
-                held = got.short_name if got is not None else str(array.dtype)
+            if dtypes.matching(array.dtype) is not info.dtype:
+                held = dtypes.short_name_of(array.dtype)
                 raise invalid_argument(
                     f"input {alias} (from {name}) is {held}, and the model's signature takes "
                     f"{info.dtype.short_name}"
@@ -199,12 +195,8 @@ class PipelineServable(Servable):
 
     @staticmethod
     def _output(info: TensorInfo, array: np.ndarray) -> np.ndarray:
-        try:
-            got = dtypes.from_numpy(array.dtype)
-        except TypeError:
-            got = None
-        if got is not info.dtype:
-            held = got.short_name if got is not None else str(array.dtype)
+        if dtypes.matching(array.dtype) is not info.dtype:
+            held = dtypes.short_name_of(array.dtype)
             raise failed_precondition(
                 f"pipeline output {info.name} is {held}, but {PIPELINE_FILE} declares "
                 f"{info.dtype.short_name}"
