@@ -118,3 +118,14 @@ def time_calls(
     wall = time.perf_counter() - began
     cpu = time.process_time() - cpu0
     return CallTiming(len(samples), wall, cpu, statistics.median(samples) * 1e6)
+
+
+def positive_ints(text: str | None) -> tuple[int, ...]:
+    """A command line's comma-separated list of whole numbers >= 1 ("1,16"); () when not
+    given. ValueError for anything else (argparse reports it)."""
+    if not text:
+        return ()
+    values = tuple(int(item) for item in text.split(","))
+    if min(values) < 1:
+        raise ValueError(text)
+    return values

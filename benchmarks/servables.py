@@ -48,7 +48,14 @@ from typing import Any
 import numpy as np
 import peers
 import serving
-from common import CallTiming, load_average, machine_description, publish, time_calls
+from common import (
+    CallTiming,
+    load_average,
+    machine_description,
+    positive_ints,
+    publish,
+    time_calls,
+)
 from serving import Cell, Run
 from targets import check_tfs_grpc, check_tfs_rest, expect_close, predict_request, rest_body
 
@@ -586,13 +593,6 @@ def peer_section(run: Run, targets: Sequence[Any], hi: int) -> list[str]:
 # --- main -----------------------------------------------------------------------------------
 
 
-def _ints(text: str | None) -> tuple[int, ...]:
-    values = tuple(int(item) for item in text.split(",")) if text else ()
-    if values and min(values) < 1:
-        raise ValueError(text)
-    return values
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -622,8 +622,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.warmup is None:
         args.warmup = 0.0 if args.quick else 1.0
     try:
-        args.rows = _ints(args.rows) or ((1,) if args.quick else ROWS)
-        args.concurrencies = _ints(args.concurrencies) or CONCURRENCIES
+        args.rows = positive_ints(args.rows) or ((1,) if args.quick else ROWS)
+        args.concurrencies = positive_ints(args.concurrencies) or CONCURRENCIES
     except ValueError as error:
         parser.error(f"--rows and --concurrencies take positive integers: {error}")
     args.payloads = args.rows  # serving.measure_target's name for them

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import machine_description, publish
+from common import machine_description, positive_ints, publish
 from targets import (
     Target,
     check_tfs_grpc,
@@ -951,15 +951,6 @@ def plan(
     return targets
 
 
-def _ints(text: str | None) -> tuple[int, ...]:
-    if not text:
-        return ()
-    values = tuple(int(item) for item in text.split(","))
-    if min(values) < 1:
-        raise ValueError(text)
-    return values
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -996,8 +987,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.warmup is None:
         args.warmup = 0.0 if args.quick else 1.0
     try:
-        args.payloads = _ints(args.payloads) or ((1,) if args.quick else PAYLOADS)
-        args.concurrencies = _ints(args.concurrencies) or ((1, 16) if args.quick else CONCURRENCIES)
+        args.payloads = positive_ints(args.payloads) or ((1,) if args.quick else PAYLOADS)
+        args.concurrencies = positive_ints(args.concurrencies) or (
+            (1, 16) if args.quick else CONCURRENCIES
+        )
     except ValueError as error:
         parser.error(f"--payloads and --concurrencies take positive integers: {error}")
     args.inproc_seconds = 0.2 if args.quick else 1.0
