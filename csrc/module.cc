@@ -171,7 +171,11 @@ PYBIND11_MODULE(_core, m) {
            py::arg("input"), py::arg("rows"), py::arg("timeout_seconds") = -1.0)
       .def_property_readonly("input", [](const Task& t) { return from_payload(t.input()); })
       .def_property_readonly("rows", &Task::rows)
-      .def_property_readonly("outcome", py::cpp_function(&Task::outcome, release_gil()))
+      // The short calls keep the GIL: they take only the task's mutex (or the scheduler's),
+      // whose holders never wait for the GIL (batch_queue.h), and giving the GIL up for a
+      // moment costs the caller a wait for it under load (the runner and the batch threads
+      // would pass it back and forth on every call).
+      .def_property_readonly("outcome", &Task::outcome)
       .def(
           "wait",
           [](Task& t, double timeout_seconds) {
@@ -179,40 +183,27 @@ PYBIND11_MODULE(_core, m) {
             return t.wait(after(timeout_seconds));
           },
           py::arg("timeout_seconds") = -1.0)
-      .def("abandon", &Task::abandon, py::arg("why"), release_gil())
+      .def("abandon", &Task::abandon, py::arg("why"))
       .def("outputs",
            [](const Task& t) {
-             std::vector<Payload> payloads;
-             {
-               py::gil_scoped_release nogil;
-               payloads = t.outputs();
-             }
+             const std::vector<Payload> payloads = t.outputs();
              py::list outputs;
              for (const Payload& output : payloads) outputs.append(from_payload(output));
              return outputs;
            })
       .def("error",
            [](const Task& t) {
-             Payload error;
-             {
-               py::gil_scoped_release nogil;
-               error = t.error();
-             }
-             return from_payload(error);
+             return from_payload(t.error());
            })
       // An output or error the task refuses (it already ended) is dropped inside complete()
-      // or fail(), without the GIL: its deleter takes it (to_payload).
+      // or fail(), after the task's lock (its deleter takes the GIL, held here already). The
+      // task's on_finish callback runs here too, with the GIL (the runner's resume needs
+      // only the runner's mutex).
       .def("complete",
            [](Task& t, std::size_t part, py::object output) {
-             Payload payload = to_payload(std::move(output));
-             py::gil_scoped_release nogil;
-             t.complete(part, std::move(payload));
+             t.complete(part, to_payload(std::move(output)));
            })
-      .def("fail", [](Task& t, py::object error) {
-        Payload payload = to_payload(std::move(error));
-        py::gil_scoped_release nogil;
-        t.fail(std::move(payload));
-      });
+      .def("fail", [](Task& t, py::object error) { t.fail(to_payload(std::move(error))); });
 
   py::class_<BatchScheduler>(m, "BatchScheduler")
       .def(py::init<>())
@@ -235,7 +226,7 @@ PYBIND11_MODULE(_core, m) {
           py::arg("max_execution_batch_size") = 0)
       .def("remove_queue", &BatchScheduler::remove_queue, py::arg("queue_id"), release_gil())
       .def("submit", &BatchScheduler::submit, py::arg("queue_id"), py::arg("key"),
-           py::arg("task"), release_gil())
+           py::arg("task"))
       .def(
           "next_batch",
           [](BatchScheduler& s, double timeout_seconds) {

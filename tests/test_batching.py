@@ -16,8 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import fastserve._core as _core
 from fastserve.errors import Code, ServingError
-from fastserve.servables.base import LoadOptions, Servable
+from fastserve.servables.base import LoadOptions, Pending, Servable
 from fastserve.servables.batching import BatchingServable, BatchScheduler
 from fastserve.servables.batching_parameters import BatchingParameters
 from fastserve.servables.python import PythonLoader
@@ -105,8 +106,20 @@ def call(
     tag: np.ndarray,
     outputs: tuple[str, ...] = ("y", "tag", "rows"),
     context: RunContext | None = None,
+    *,
+    started: bool = False,
 ) -> dict[str, np.ndarray]:
-    return servable.run(servable.signatures[signature], {"x": x, "tag": tag}, outputs, context)
+    """run(), or (started) start() and, when it returns Pending, waiting on its task and
+    finish(), as the native gRPC path does."""
+    inputs = {"x": x, "tag": tag}
+    if not started:
+        return servable.run(servable.signatures[signature], inputs, outputs, context)
+    pending = servable.start(servable.signatures[signature], inputs, outputs, context)
+    if not isinstance(pending, Pending):
+        return pending
+    assert isinstance(pending.waitable, _core.Task)
+    pending.waitable.wait()  # ends at its batch, or when next_batch finds it expired
+    return pending.finish()
 
 
 def wait_until_queued(servable: BatchingServable, rows: int) -> None:
@@ -272,6 +285,44 @@ def test_cancelled_task_is_dropped_before_it_runs(make: Callable[..., BatchingSe
     assert all(55 not in c.tags for c in observed.take())
 
 
+def test_start_returns_pending_on_the_queued_task(
+    make: Callable[..., BatchingServable],
+) -> None:
+    """start() queues and returns at once; the task ends when its batch ran, and finish()
+    then gives the outputs (or the batch's error); a request that is not batched (no rows)
+    runs at once and start() returns its outputs."""
+    servable = make(threads=1, max_batch_size=2, batch_timeout_micros=0)
+    signature = servable.signatures["serving_default"]
+    slow = servable.start(
+        signature, {"x": np.array([999], np.float32), "tag": np.array([0])}, ("y",)
+    )
+    assert isinstance(slow, Pending)
+    queued = servable.start(
+        signature, {"x": np.array([4, 5], np.float32), "tag": np.array([1, 1])}, ("y", "tag")
+    )
+    failing = servable.start(
+        signature, {"x": np.array([-1], np.float32), "tag": np.array([2])}, ("y",)
+    )
+    assert isinstance(queued, Pending) and isinstance(failing, Pending)
+    assert queued.waitable.outcome == _core.TaskOutcome.PENDING  # behind the slow batch
+    assert queued.waitable.wait() == _core.TaskOutcome.DONE
+    answer = queued.finish()
+    assert answer["y"].tolist() == [8.0, 10.0] and answer["tag"].tolist() == [1, 1]
+    assert failing.waitable.wait() == _core.TaskOutcome.FAILED
+    with pytest.raises(ServingError) as caught:
+        failing.finish()
+    assert (caught.value.code, caught.value.message) == (
+        Code.INTERNAL,
+        "ValueError: negative input",
+    )
+    slow.waitable.wait()
+    assert slow.finish()["y"].tolist() == [1998.0]
+    empty = servable.start(
+        signature, {"x": np.zeros(0, np.float32), "tag": np.zeros(0, np.int64)}, ("y",)
+    )
+    assert isinstance(empty, dict) and empty["y"].shape == (0,)
+
+
 def test_expired_task_is_answered_and_never_run(make: Callable[..., BatchingServable]) -> None:
     servable = make(threads=1, max_batch_size=1, batch_timeout_micros=0)
     slow = threading.Thread(
@@ -321,6 +372,7 @@ request_strategy = st.lists(
     timeout_micros=st.sampled_from([0, 1000, 20_000]),
     padded=st.booleans(),
     split=st.booleans(),
+    started=st.booleans(),
 )
 def test_every_caller_gets_its_own_rows(
     make: Callable[..., BatchingServable],
@@ -329,7 +381,9 @@ def test_every_caller_gets_its_own_rows(
     timeout_micros: int,
     padded: bool,
     split: bool,
+    started: bool,
 ) -> None:
+    """...through run(), or through start() without waiting on a thread (`started`)."""
     parameters: dict = {
         "max_batch_size": 16,
         "batch_timeout_micros": timeout_micros,
@@ -355,7 +409,7 @@ def test_every_caller_gets_its_own_rows(
         tag = np.full(rows, index)
         context = RunContext.within(deadline) if deadline is not None else None
         try:
-            return "ok", call(servable, signature, x, tag, outputs, context)
+            return "ok", call(servable, signature, x, tag, outputs, context, started=started)
         except ServingError as error:
             return error.code.name, error.message
 

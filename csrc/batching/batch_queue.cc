@@ -29,13 +29,27 @@ TaskOutcome Task::wait(std::optional<Clock::time_point> until) {
 // the mutex (two more context switches per task). The caller holds a reference to the task, so
 // the condition variable outlives the notification.
 bool Task::abandon(TaskOutcome why) {
+  std::function<void()> then;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (started_ || outcome_ != TaskOutcome::kPending) return false;
     outcome_ = why;
+    then.swap(on_finish_);
   }
   finished_.notify_all();
+  if (then) then();
   return true;
+}
+
+void Task::on_finish(std::function<void()> callback) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (outcome_ == TaskOutcome::kPending) {
+      on_finish_ = std::move(callback);
+      return;
+    }
+  }
+  callback();
 }
 
 bool Task::start() {
@@ -61,24 +75,30 @@ Payload Task::error() const {
 }
 
 void Task::complete(std::size_t part, Payload output) {
+  std::function<void()> then;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (outcome_ != TaskOutcome::kPending || part >= outputs_.size() || outputs_[part]) return;
     outputs_[part] = std::move(output);
     if (--parts_left_ != 0) return;
     outcome_ = TaskOutcome::kDone;
+    then.swap(on_finish_);
   }
   finished_.notify_all();
+  if (then) then();
 }
 
 void Task::fail(Payload error) {
+  std::function<void()> then;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (outcome_ != TaskOutcome::kPending) return;
     error_ = std::move(error);
     outcome_ = TaskOutcome::kFailed;
+    then.swap(on_finish_);
   }
   finished_.notify_all();
+  if (then) then();
 }
 
 std::int64_t BatchScheduler::add_queue(const BatchOptions& options) {

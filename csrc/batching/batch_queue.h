@@ -2,17 +2,23 @@
 // shared pool of batch threads.
 //
 // Threads and the GIL: never touches Python itself; every member of Task and BatchScheduler
-// may be called from any thread, with or without the GIL. Each takes a mutex (briefly), and
+// may be called from any thread, with or without the GIL. Each takes a mutex briefly and
+// never waits for the GIL while holding it, so the short calls may be made holding the GIL;
 // Task::wait() and BatchScheduler::next_batch() block: Python callers release the GIL around
-// all of them (the bindings do). Payloads are opaque and their deleters may take the GIL: the
+// them (the bindings do). Payloads are opaque and their deleters may take the GIL: the
 // scheduler and tasks drop payloads only with no lock of their own held, on whichever thread
 // drops the last reference (a producer, a batch thread, or the one destroying the scheduler).
+// A task's on_finish callback runs on the thread that ends the task, holding whatever that
+// thread holds (the GIL, if a Python thread completed it; the scheduler's mutex, when
+// next_batch() expires it): it must only queue work (take a lock that is never held while
+// waiting for the GIL or the scheduler).
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -72,6 +78,11 @@ class Task {
   // result then arrives as usual.
   TaskOutcome wait(std::optional<Clock::time_point> until);
   bool abandon(TaskOutcome why);
+  // Instead of waiting: runs `callback` once the task ended (done, failed, cancelled or
+  // expired), on the thread that ends it after every lock of the task is dropped, or at once
+  // on this thread if it already ended. One callback per task (a second replaces the first
+  // if it has not run yet); it must not throw.
+  void on_finish(std::function<void()> callback);
   TaskOutcome outcome() const;
   // The parts' outputs in order (valid once kDone), or the error (once kFailed).
   std::vector<Payload> outputs() const;
@@ -99,6 +110,7 @@ class Task {
   std::size_t parts_left_ = 1;
   std::vector<Payload> outputs_;
   Payload error_;
+  std::function<void()> on_finish_;
 };
 
 // A slice of a task inside a batch: rows [offset, offset + rows) of the task's input.

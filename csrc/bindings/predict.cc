@@ -6,8 +6,9 @@
 // Python-servable runner (csrc/runners/python_runner.h), whose thread takes the GIL once for
 // every request queued, resolves, checks and runs each in Python
 // (fastserve.frontends.grpc.PredictionServicer.run_arrays), and encodes and sends the
-// responses after letting go of the GIL. A batched version's runs wait for their batch, so
-// they run on a worker thread, which takes the GIL for its one request. A request the codec
+// responses after letting go of the GIL. A batched Python servable's request is queued for
+// its batch there and not waited for: the runner takes it up again when its batch ran (the
+// batch task's on_finish), so no thread waits for a batch holding or re-taking the GIL. A request the codec
 // does not take whole goes to the Python dispatcher unchanged (on the worker pool). So every
 // error a client can see is worded by Python, TF Serving's words: the native path only ever
 // answers successes, the runner's own errors and a batched version's batching errors
@@ -31,6 +32,7 @@
 #include "grpc/predict_codec.h"
 #include "grpc/request_log.h"
 #include "grpc/server.h"
+#include "batching/batch_queue.h"
 #include "runners/python_runner.h"
 
 namespace py = pybind11;
@@ -73,24 +75,38 @@ class GilSection final : public Section {
 // Threads: run() and drop() with the GIL; encode() and send() without it, on the thread
 // that ran it (the outputs are views of Python arrays this job keeps alive, so it is
 // destroyed with the GIL).
+//
+// On the runner (`wait` false), a request its servable queues for a batch is not waited for:
+// the first run() queues it and leaves the job waiting() on the batch's task; the runner
+// resumes it when the task ends (or when the call is cancelled, which abandons the task), and
+// the second run() finishes the step (outputs, or the error) in Python.
 class PythonPredict final : public RunnerJob {
  public:
-  PythonPredict(PythonRef run, bool tensor_content, std::shared_ptr<Call> call,
+  PythonPredict(PythonRef run, bool tensor_content, bool wait, std::shared_ptr<Call> call,
                 std::shared_ptr<wire::PredictRequest> request,
                 std::vector<std::pair<std::string, Tensor>> inputs)
       : run_(std::move(run)),
         tensor_content_(tensor_content),
+        wait_(wait),
         call_(std::move(call)),
         request_(std::move(request)),
         inputs_(std::move(inputs)) {}
 
   void run() noexcept override {
-    if (call_->finished()) {  // cancelled, or its deadline passed, while it waited
-      skipped_ = true;
-      return;
-    }
-    const auto& spec = request_->model_spec();
     try {
+      if (finish_) {
+        // The second run: always, even for a call that ended meanwhile (it releases the
+        // version and counts the request).
+        PythonRef finish = std::move(finish_);
+        task_.reset();
+        read(borrow(finish)().cast<py::tuple>());
+        return;
+      }
+      if (call_->finished()) {  // cancelled, or its deadline passed, while it waited
+        skipped_ = true;
+        return;
+      }
+      const auto& spec = request_->model_spec();
       py::dict arrays;
       for (auto& [alias, tensor] : inputs_) arrays[py::str(alias)] = numpy_from_tensor(tensor);
       inputs_.clear();  // the arrays keep what they view
@@ -101,22 +117,9 @@ class PythonPredict final : public RunnerJob {
                              : py::object(py::none());
       py::list filter;
       for (const std::string& name : request_->output_filter()) filter.append(py::str(name));
-      py::tuple result = borrow(run_)(call_, spec.name(), version, label, spec.signature_name(),
-                                      arrays, filter)
-                             .cast<py::tuple>();
-      const int code = result[0].cast<int>();
-      if (code != 0) {
-        status_ = grpc::Status(static_cast<grpc::StatusCode>(code), result[1].cast<std::string>());
-        return;
-      }
-      version_ = result[1].cast<std::int64_t>();
-      signature_ = result[2].cast<std::string>();
-      for (py::handle item : result[3]) {
-        py::tuple output = py::reinterpret_borrow<py::tuple>(item);
-        outputs_.emplace_back(
-            output[0].cast<std::string>(),
-            tensor_from_numpy(output[2], static_cast<DataType>(output[1].cast<int>())));
-      }
+      read(borrow(run_)(call_, spec.name(), version, label, spec.signature_name(), arrays, filter,
+                        py::bool_(wait_))
+               .cast<py::tuple>());
     } catch (py::error_already_set& error) {
       status_ = grpc::Status(grpc::StatusCode::INTERNAL, error.what());
     } catch (std::exception& error) {
@@ -124,14 +127,53 @@ class PythonPredict final : public RunnerJob {
     }
   }
 
+  bool waiting() const noexcept override { return task_ != nullptr; }
+
+  // Without the GIL, after the first run() left the job waiting: resumed when the task ends;
+  // a cancelled call abandons it (if its batch has not started), which ends it.
+  void resume_when_ready(std::function<void()> resume) noexcept override {
+    std::weak_ptr<Task> task = task_;
+    call_->on_cancel([task, deadline = call_->deadline()] {
+      auto queued = task.lock();
+      if (!queued) return;
+      // gRPC cancels a call whose deadline passed, too: that one expired.
+      const bool expired = deadline && std::chrono::steady_clock::now() >= *deadline;
+      queued->abandon(expired ? TaskOutcome::kExpired : TaskOutcome::kCancelled);
+    });
+    task_->on_finish(std::move(resume));
+  }
+
   void answer() noexcept override {
+    if (waiting()) return;
     encode();
     send();
   }
 
+  // With the GIL: what run_arrays (or its finish) answered.
+  void read(const py::tuple& result) {
+    const int code = result[0].cast<int>();
+    if (code == kPending) {
+      task_ = result[1].cast<std::shared_ptr<Task>>();
+      finish_ = keep(py::reinterpret_borrow<py::object>(result[2]));
+      return;
+    }
+    if (code != 0) {
+      status_ = grpc::Status(static_cast<grpc::StatusCode>(code), result[1].cast<std::string>());
+      return;
+    }
+    version_ = result[1].cast<std::int64_t>();
+    signature_ = result[2].cast<std::string>();
+    for (py::handle item : result[3]) {
+      py::tuple output = py::reinterpret_borrow<py::tuple>(item);
+      outputs_.emplace_back(
+          output[0].cast<std::string>(),
+          tensor_from_numpy(output[2], static_cast<DataType>(output[1].cast<int>())));
+    }
+  }
+
   // The response from the outputs; no Python.
   void encode() noexcept {
-    if (skipped_ || !status_.ok()) return;
+    if (skipped_ || !status_.ok() || call_->finished()) return;
     try {
       auto* model_spec = response_.mutable_model_spec();
       model_spec->set_name(request_->model_spec().name());
@@ -165,8 +207,11 @@ class PythonPredict final : public RunnerJob {
   void drop() noexcept { outputs_.clear(); }
 
  private:
+  static constexpr int kPending = -1;  // run_arrays' code for "queued, not waited for"
+
   const PythonRef run_;
   const bool tensor_content_;
+  const bool wait_;
   const std::shared_ptr<Call> call_;
   const std::shared_ptr<wire::PredictRequest> request_;
   std::vector<std::pair<std::string, Tensor>> inputs_;
@@ -175,6 +220,8 @@ class PythonPredict final : public RunnerJob {
   std::int64_t version_ = 0;
   std::string signature_;
   std::vector<std::pair<std::string, Tensor>> outputs_;  // views of Python arrays
+  std::shared_ptr<Task> task_;  // while waiting for its batch
+  PythonRef finish_;            // the step's second half, once queued
   wire::PredictResponse response_;
   std::string bytes_;
 };
@@ -195,8 +242,8 @@ class NativePredict final : public Handler {
                 PythonRunnerOptions{python_threads, 64}) {}
 
   // On gRPC's callback thread: parse, decode and look up (none of which blocks), then queue
-  // a Python servable's request for the runner here; what may block (a TensorFlow run, a
-  // batched Python step, the Python dispatcher) is left to the worker pool.
+  // a Python servable's request (batched or not) for the runner here; what may block (a
+  // TensorFlow run, the Python dispatcher) is left to the worker pool.
   std::function<void()> start(std::shared_ptr<Call> call) override {
     if (call->finished()) return {};
     auto request = std::make_shared<wire::PredictRequest>();
@@ -223,7 +270,7 @@ class NativePredict final : public Handler {
         prepared->native = payload.native != nullptr && payload.native->session != nullptr;
       }
     }
-    if (!prepared->native && !prepared->queues_requests) {
+    if (!prepared->native) {
       prepared->handle.release();
       to_runner(*prepared);
       return {};
@@ -253,14 +300,14 @@ class NativePredict final : public Handler {
     return [this, call = std::move(call)]() { fallback_->handle(call); };
   }
 
-  std::unique_ptr<PythonPredict> python_step(Prepared& prepared) const {
-    return std::make_unique<PythonPredict>(run_, tensor_content_, prepared.call,
+  std::unique_ptr<PythonPredict> python_step(Prepared& prepared, bool wait) const {
+    return std::make_unique<PythonPredict>(run_, tensor_content_, wait, prepared.call,
                                            prepared.request, std::move(prepared.inputs));
   }
 
   // Queues the Python step for the runner; any thread, without the GIL.
   void to_runner(Prepared& prepared) {
-    std::unique_ptr<RunnerJob> job = python_step(prepared);
+    std::unique_ptr<RunnerJob> job = python_step(prepared, /*wait=*/false);
     if (!runner_.submit(job)) {
       prepared.call->finish(
           grpc::Status(grpc::StatusCode::UNAVAILABLE, "The server is shutting down"));
@@ -282,9 +329,10 @@ class NativePredict final : public Handler {
       to_runner(prepared);
       return;
     }
-    // A batched version's run waits for its batch: on this worker thread, as many at once
-    // as there are workers, the GIL taken once for the whole step.
-    auto job = python_step(prepared);
+    // A natively batched version (TensorFlow's C API) that the native path left to Python
+    // (a request it does not take): its run waits for its batch in C++, on this worker
+    // thread, as many at once as there are workers, the GIL taken once for the whole step.
+    auto job = python_step(prepared, /*wait=*/true);
     {
       py::gil_scoped_acquire gil;
       job->run();

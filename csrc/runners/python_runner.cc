@@ -19,14 +19,39 @@ bool PythonRunner::submit(std::unique_ptr<RunnerJob>& job) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return false;
-    jobs_.push_back(std::move(job));
-    // Engaged threads take it (or the watcher sees them stuck), and answering ones look at
-    // the queue before they wait; else wake one. Also wake one to watch, should the engaged
-    // ones have no watcher.
-    wake = waiting_ > 0 && ((engaged_ == 0 && answering_ == 0) || (engaged_ > 0 && !watching_));
+    wake = queue_locked(std::move(job));
   }
   if (wake) wake_.notify_one();
   return true;
+}
+
+bool PythonRunner::queue_locked(std::unique_ptr<RunnerJob> job) {
+  jobs_.push_back(std::move(job));
+  // Engaged threads take it (or the watcher sees them stuck), and answering ones look at
+  // the queue before they wait; else wake one. Also wake one to watch, should the engaged
+  // ones have no watcher.
+  return waiting_ > 0 && ((engaged_ == 0 && answering_ == 0) || (engaged_ > 0 && !watching_));
+}
+
+void PythonRunner::park(std::unique_ptr<RunnerJob> job) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++parked_;
+  }
+  RunnerJob& parked = *job;
+  // The resume owns the job until it is called (stop() waits for that, so `this` outlives
+  // it); queued again even while stopping.
+  auto held = std::make_shared<std::unique_ptr<RunnerJob>>(std::move(job));
+  parked.resume_when_ready([this, held] {
+    if (!*held) return;  // called twice: a bug of the job's, but harmless here
+    bool wake;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      --parked_;
+      wake = queue_locked(std::move(*held));
+    }
+    if (wake) wake_.notify_one();
+  });
 }
 
 void PythonRunner::stop() {
@@ -44,7 +69,7 @@ void PythonRunner::stop() {
 bool PythonRunner::wait_to_enter(std::unique_lock<std::mutex>& lock) {
   for (;;) {
     if (!jobs_.empty() && engaged_ == 0) return true;  // nobody inside to take them
-    if (stopping_ && jobs_.empty()) {
+    if (stopping_ && jobs_.empty() && parked_ == 0) {
       wake_.notify_all();  // a thread may have begun waiting after stop() woke them all
       return false;
     }
@@ -121,7 +146,10 @@ void PythonRunner::work() {
       ++answering_;
       answered = true;
     }
-    for (auto& job : ran) job->answer();
+    for (auto& job : ran) {
+      job->answer();
+      if (job->waiting()) park(std::move(job));
+    }
     done.swap(ran);
   }
 }

@@ -16,7 +16,8 @@
 //
 // Threads:
 // - submit() and stop() may be called from any thread, without the GIL (stop() waits for the
-//   runner threads, which take it; submit() never takes it). No lock of the runner is held
+//   runner threads, which take it, and for every waiting job to be resumed and answered;
+//   submit() never takes it). No lock of the runner is held
 //   while a job runs, is answered or destroyed, or while a runner thread enters its section.
 // - A Section is made, entered, left and destroyed on its own runner thread.
 // - A RunnerJob's run() is called on a runner thread inside the section (with the GIL),
@@ -47,12 +48,20 @@ class Section {
   virtual void leave() = 0;
 };
 
-// One queued request. Neither function may throw.
+// One queued request. No function may throw.
+//
+// A job may wait for something between two runs instead of blocking a runner thread (a
+// batched request waiting for its batch): after answer(), a job that is waiting() is handed
+// resume_when_ready() (outside the section, no lock of the runner held) and left alone; its
+// `resume` must then be called exactly once, on any thread, with or without the GIL (it takes
+// only the runner's mutex), and the job is queued again to run (and answer) once more.
 class RunnerJob {
  public:
   virtual ~RunnerJob() = default;
   virtual void run() noexcept = 0;     // inside the section
   virtual void answer() noexcept = 0;  // after leaving it
+  virtual bool waiting() const noexcept { return false; }
+  virtual void resume_when_ready(std::function<void()> resume) noexcept { resume(); }
 };
 
 struct PythonRunnerOptions {
@@ -74,7 +83,8 @@ class PythonRunner {
 
   // Queues `job`; false once stopping (the job is left with the caller, not run).
   bool submit(std::unique_ptr<RunnerJob>& job);
-  // Refuses new jobs, runs and answers every queued one, then joins the runner threads.
+  // Refuses new jobs, runs and answers every queued one and every waiting one once resumed,
+  // then joins the runner threads.
   // Idempotent. Must not be called with the GIL held while jobs are queued.
   void stop();
 
@@ -86,6 +96,10 @@ class PythonRunner {
   // Whether this thread should enter now (with mutex_ held); waits for that or for the
   // end. False: stopping and nothing left to run.
   bool wait_to_enter(std::unique_lock<std::mutex>& lock);
+  // Queues `job` (with mutex_ held); whether to wake a runner thread for it.
+  bool queue_locked(std::unique_ptr<RunnerJob> job);
+  // Hands a waiting job its resume, which queues it again.
+  void park(std::unique_ptr<RunnerJob> job);
 
   std::mutex mutex_;
   std::condition_variable wake_;   // idle runner threads
@@ -97,6 +111,7 @@ class PythonRunner {
   int standby_ = 0;          // engaged runner threads not running a job (free to take one)
   int answering_ = 0;        // runner threads answering, that look at the queue next
   bool watching_ = false;    // a runner thread watches the engaged ones
+  int parked_ = 0;           // waiting jobs not yet resumed
   std::uint64_t started_ = 0;  // jobs taken so far
   std::vector<std::thread> threads_;
   std::mutex stop_mutex_;  // stop() against itself

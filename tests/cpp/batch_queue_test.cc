@@ -123,6 +123,61 @@ void deadlines_and_abandoned_tasks_never_run() {
   check(live->wait(std::nullopt) == TaskOutcome::kFailed && value_of(live->error()) == -1, "failed");
 }
 
+void on_finish_runs_once_when_the_task_ends() {
+  // Done (after its last part), failed, abandoned, expired in next_batch, and registered on
+  // a task that had already ended (runs at once): each callback once, after the outcome is set.
+  BatchScheduler scheduler;
+  const auto queue = scheduler.add_queue(options(4, 60'000'000, 10));
+  BatchOptions split = options(8, 60'000'000, 10);
+  split.enable_large_batch_splitting = true;
+  split.max_execution_batch_size = 4;
+  const auto split_queue = scheduler.add_queue(split);
+  auto done = std::make_shared<Task>(number(1), 6, std::nullopt);
+  auto failed = std::make_shared<Task>(number(2), 1, std::nullopt);
+  auto abandoned = std::make_shared<Task>(number(3), 1, std::nullopt);
+  auto expired = std::make_shared<Task>(number(4), 1, Clock::now() - std::chrono::seconds(1));
+  std::map<std::int64_t, int> calls;  // by task id
+  std::map<std::int64_t, TaskOutcome> seen;
+  for (const auto& task : {done, failed, abandoned, expired}) {
+    const std::int64_t id = value_of(task->input());
+    std::weak_ptr<Task> weak = task;
+    task->on_finish([&calls, &seen, id, weak] {
+      ++calls[id];
+      if (auto alive = weak.lock()) seen[id] = alive->outcome();
+    });
+  }
+  check(scheduler.submit(split_queue, "k", done) == SubmitStatus::kOk, "submit the split task");
+  check(scheduler.submit(queue, "k", failed) == SubmitStatus::kOk, "submit");
+  check(scheduler.submit(queue, "k", abandoned) == SubmitStatus::kOk, "submit");
+  check(scheduler.submit(queue, "k", expired) == SubmitStatus::kOk, "submit");
+  check(abandoned->abandon(TaskOutcome::kCancelled), "abandon");
+  check(calls[3] == 1 && seen[3] == TaskOutcome::kCancelled, "abandoned: called once");
+  scheduler.remove_queue(queue);
+  scheduler.remove_queue(split_queue);
+  int parts = 0;
+  while (auto batch = scheduler.next_batch(0.5)) {
+    for (auto& entry : batch->entries) {
+      if (entry.task == failed) {
+        entry.task->fail(number(-1));
+      } else {
+        check(calls[1] == 0, "not before the last part");
+        entry.task->complete(entry.part, number(0));
+        ++parts;
+      }
+    }
+  }
+  check(parts == 2, "the split task ran in two parts");
+  check(calls[1] == 1 && seen[1] == TaskOutcome::kDone, "done: called once");
+  check(calls[2] == 1 && seen[2] == TaskOutcome::kFailed, "failed: called once");
+  check(calls[4] == 1 && seen[4] == TaskOutcome::kExpired, "expired: called once");
+  failed->fail(number(-2));
+  check(!abandoned->abandon(TaskOutcome::kExpired), "an ended task is not abandoned again");
+  check(calls[2] == 1 && calls[3] == 1, "never called twice");
+  int late = 0;
+  done->on_finish([&late] { ++late; });
+  check(late == 1, "registered on an ended task: runs at once");
+}
+
 void many_producers_and_consumers() {
   BatchScheduler scheduler;
   std::vector<std::int64_t> queues;
@@ -172,6 +227,7 @@ int main() {
   limits();
   splitting();
   deadlines_and_abandoned_tasks_never_run();
+  on_finish_runs_once_when_the_task_ends();
   many_producers_and_consumers();
   return finish("all batch queue checks passed");
 }

@@ -256,6 +256,105 @@ void many_waiting_jobs_each_get_a_thread() {
   check(record.misplaced.load() == 0, "run and destroyed inside, answered outside");
 }
 
+// Resumes handed over by waiting jobs, called by the test when it wants.
+struct Parking {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::vector<std::function<void()>> resumes;
+};
+
+// A job that runs twice: its first run leaves it waiting (as a batched request waits for its
+// batch), and it is answered for good after its second. `at_once` jobs call their resume
+// straight away, as when the batch already ran.
+class TwoStepJob final : public RunnerJob {
+ public:
+  TwoStepJob(Record* record, Parking* parking, bool at_once)
+      : record_(record), parking_(parking), at_once_(at_once) {}
+  ~TwoStepJob() override {
+    if (!inside || runs_ != 2) record_->misplaced.fetch_add(1);
+    record_->destroyed.fetch_add(1);
+  }
+  void run() noexcept override {
+    if (!inside) record_->misplaced.fetch_add(1);
+    ++runs_;
+    ++record_->ran;  // guarded by the stand-in GIL only
+    waiting_ = runs_ == 1;
+  }
+  void answer() noexcept override {
+    if (inside) record_->misplaced.fetch_add(1);
+    if (runs_ != 2) return;  // not yet finished: nothing to answer
+    std::lock_guard<std::mutex> lock(record_->answered_mutex);
+    ++record_->answered;
+  }
+  bool waiting() const noexcept override { return waiting_; }
+  void resume_when_ready(std::function<void()> resume) noexcept override {
+    if (inside || runs_ != 1) record_->misplaced.fetch_add(1);
+    if (at_once_) {
+      resume();
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(parking_->mutex);
+      parking_->resumes.push_back(std::move(resume));
+    }
+    parking_->changed.notify_all();
+  }
+
+ private:
+  Record* record_;
+  Parking* parking_;
+  const bool at_once_;
+  int runs_ = 0;
+  bool waiting_ = false;
+};
+
+void waiting_jobs_run_again_when_resumed_and_stop_waits_for_them() {
+  Record record;
+  Parking parking;
+  constexpr int kJobs = 40;  // every fourth resumed at once, the rest later by the test
+  constexpr int kLater = kJobs - kJobs / 4;
+  std::atomic<bool> stopped{false};
+  {
+    PythonRunner runner(fake_gil, options(2, 8));
+    for (int id = 0; id < kJobs; ++id) {
+      std::unique_ptr<RunnerJob> job = std::make_unique<TwoStepJob>(&record, &parking, id % 4 == 0);
+      check(runner.submit(job), "submit a two-step job");
+    }
+    {
+      std::unique_lock<std::mutex> lock(parking.mutex);
+      parking.changed.wait(lock, [&] { return parking.resumes.size() == static_cast<std::size_t>(kLater); });
+    }
+    std::thread stopper([&] {
+      runner.stop();
+      stopped = true;
+    });
+    // stop() refuses new jobs at once but cannot return while jobs wait: resumed from
+    // another thread (as a batch thread would), each runs again and is answered.
+    std::unique_ptr<RunnerJob> late = std::make_unique<Job>(&record, 99);
+    while (runner.submit(late)) late = std::make_unique<Job>(&record, 99);  // until stopping
+    check(!stopped.load(), "stop() waits for the waiting jobs");
+    std::vector<std::function<void()>> resumes;
+    {
+      std::lock_guard<std::mutex> lock(parking.mutex);
+      resumes.swap(parking.resumes);
+    }
+    std::thread resumer([&] {
+      for (auto& resume : resumes) resume();
+    });
+    resumer.join();
+    stopper.join();
+    late.reset();
+    resumes.clear();
+  }
+  std::lock_guard<std::mutex> lock(gil);
+  // The jobs submitted until stop() refused one are plain one-run jobs: count them out.
+  const int plain = record.destroyed.load() - kJobs - 1;
+  check(record.ran == 2 * kJobs + plain, "every two-step job ran twice");
+  std::lock_guard<std::mutex> answered(record.answered_mutex);
+  check(record.answered == kJobs + plain, "every job was answered once, after its last run");
+  check(record.misplaced.load() == 0, "run and destroyed inside, answered outside");
+}
+
 void an_idle_runner_stops_at_once() {
   PythonRunner runner(fake_gil, options(4, 8));
   runner.stop();
@@ -271,6 +370,7 @@ int main() {
   a_job_waiting_without_the_gil_does_not_hold_up_the_next();
   stop_runs_what_is_queued_and_refuses_the_rest();
   many_waiting_jobs_each_get_a_thread();
+  waiting_jobs_run_again_when_resumed_and_stop_waits_for_them();
   an_idle_runner_stops_at_once();
   return finish("all python runner checks passed");
 }

@@ -364,3 +364,99 @@ def test_unloading_a_version_drains_its_queue(
         [(200, {"predictions": [{"y": 2 * v, "batch": 1}]}) for v in (-1.0, 1.0, 2.0, 3.0)],
         key=str,
     )
+
+
+def test_grpc_requests_queued_behind_a_held_batch(
+    tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    """A batched Python servable over gRPC: requests wait for their batch without a thread
+    each. One whose deadline passes while queued, and one whose client cancels it, never run
+    and are counted with their status; the rest are answered once the held batch ends."""
+    config = rows_config(tmp_path, "    batching: {max_batch_size: 1, max_enqueued_batches: 100}\n")
+    threads = parameters_file(tmp_path, "num_batch_threads { value: 1 }\n")
+    server = start_server(
+        f"--config={config}",
+        "--enable_batching",
+        f"--batching_parameters_file={threads}",
+        monitoring(tmp_path),
+    )
+
+    def send(value: float, timeout: float = 30) -> grpc.Future:
+        request = predict_request("rows", {"x": np.array([value], np.float32)})
+        return server.prediction.Predict.future(request, timeout=timeout)
+
+    held = send(-1.0)
+    wait_until(lambda: batching_metric(server, "wrapped_run_count") == 1, what="a running batch")
+    queued = [send(float(value)) for value in range(1, 9)]
+    wait_until(lambda: batching_metric(server, "input_batch_size_count") == 9, what="9 queued")
+    expiring = send(100.0, timeout=0.5)
+    cancelled = send(200.0)
+    wait_until(lambda: batching_metric(server, "input_batch_size_count") == 11, what="11 queued")
+    cancelled.cancel()
+    with pytest.raises(grpc.RpcError) as expired:
+        expiring.result()
+    assert expired.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def counted() -> dict[str, float]:
+        samples = parse(server.http.get(METRICS).text)
+        return {
+            status: select(
+                samples, ":tensorflow:serving:request_count", model_name="rows", status=status
+            )
+            for status in ("OK", "DEADLINE_EXCEEDED", "CANCELLED")
+        }
+
+    # Both are answered (and counted) while the held batch still runs.
+    wait_until(
+        lambda: counted() == {"OK": 0, "DEADLINE_EXCEEDED": 1, "CANCELLED": 1},
+        what="the expired and the cancelled request counted",
+    )
+    (tmp_path / "release").touch()
+    assert list(held.result().outputs["y"].float_val) == [-2.0]
+    for value, answer in enumerate(queued, start=1):
+        assert list(answer.result().outputs["y"].float_val) == [2.0 * value]
+    # The held batch and the eight queued ones ran; the other two never did.
+    assert batching_metric(server, "wrapped_run_count") == 9
+    samples = parse(server.http.get(METRICS).text)
+    assert select(samples, ":tensorflow:serving:request_count", model_name="rows", status="OK") == 9
+    assert (
+        select(
+            samples, ":tensorflow:serving:runtime_latency_count", model_name="rows", API="Predict"
+        )
+        == 11
+    )
+
+
+def test_sigterm_answers_grpc_requests_queued_for_their_batch(
+    tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    """SIGTERM while gRPC requests of a batched Python servable wait behind a held batch:
+    the server answers every one before it exits 0."""
+    config = rows_config(tmp_path, "    batching: {max_batch_size: 1, max_enqueued_batches: 100}\n")
+    threads = parameters_file(tmp_path, "num_batch_threads { value: 1 }\n")
+    server = start_server(
+        f"--config={config}",
+        "--enable_batching",
+        f"--batching_parameters_file={threads}",
+        monitoring(tmp_path),
+    )
+    held = server.prediction.Predict.future(
+        predict_request("rows", {"x": np.array([-1.0], np.float32)}), timeout=60
+    )
+    wait_until(lambda: batching_metric(server, "wrapped_run_count") == 1, what="a running batch")
+    queued = [
+        server.prediction.Predict.future(
+            predict_request("rows", {"x": np.array([float(value)], np.float32)}), timeout=60
+        )
+        for value in range(1, 5)
+    ]
+    wait_until(lambda: batching_metric(server, "input_batch_size_count") == 5, what="5 queued")
+    server.process.send_signal(15)
+    wait_until(lambda: "received SIGTERM; shutting down" in server.output, what="SIGTERM")
+    assert not held.done() and not any(answer.done() for answer in queued)
+    (tmp_path / "release").touch()
+    assert list(held.result().outputs["y"].float_val) == [-2.0]
+    assert [list(answer.result().outputs["y"].float_val) for answer in queued] == [
+        [2.0 * value] for value in range(1, 5)
+    ]
+    assert server.wait(60) == 0

@@ -6,18 +6,19 @@ with TF Serving's codes and messages, so gRPC and REST give the same answers.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
-from fastserve.api.predict import check_predict_request, run_predict
+from fastserve.api.predict import check_predict_request, run_predict, start_predict
 from fastserve.api.signatures import Asking, find_signature
 from fastserve.core.manager import Manager
 from fastserve.core.models import ModelConfig, Models
 from fastserve.core.table import ServableHandle, ServableTable
 from fastserve.errors import ServingError, invalid_argument
 from fastserve.observability.metrics import Metrics
-from fastserve.servables.base import Servable
+from fastserve.servables.base import Pending, Servable
 from fastserve.types import (
     ModelSpec,
     RunContext,
@@ -151,6 +152,43 @@ class InferenceAPI:
                 context,
                 check_method_names=self._check_method_names,
             )
+
+    def start_predict(
+        self,
+        resolved: Resolved,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+        context: RunContext | None = None,
+    ) -> dict[str, np.ndarray] | Pending[dict[str, np.ndarray]]:
+        """predict() for a caller that will not wait: Pending on the outputs when the servable
+        queued the request (Servable.start). Its runtime is timed until finish()."""
+        servable = resolved.servable
+        started = time.perf_counter()
+        timed = (resolved.model, "Predict", servable.runtime)
+        try:
+            outcome = start_predict(
+                servable,
+                resolved.signature,
+                inputs,
+                output_filter,
+                context,
+                check_method_names=self._check_method_names,
+            )
+        except BaseException:
+            self.metrics.runtime_observed(*timed, (time.perf_counter() - started) * 1e6)
+            raise
+        if not isinstance(outcome, Pending):
+            self.metrics.runtime_observed(*timed, (time.perf_counter() - started) * 1e6)
+            return outcome
+        finish = outcome.finish
+
+        def finished() -> dict[str, np.ndarray]:
+            try:
+                return finish()
+            finally:
+                self.metrics.runtime_observed(*timed, (time.perf_counter() - started) * 1e6)
+
+        return Pending(outcome.waitable, finished)
 
     # --- config ------------------------------------------------------------------------------
 

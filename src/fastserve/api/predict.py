@@ -15,7 +15,7 @@ from fastserve.errors import (
     internal,
     invalid_argument,
 )
-from fastserve.servables.base import Servable
+from fastserve.servables.base import Pending, Servable
 from fastserve.types import (
     CLASSIFY_METHOD,
     PREDICT_METHOD,
@@ -63,17 +63,56 @@ def run_predict(
 ) -> dict[str, np.ndarray]:
     """Checks a Predict against `signature` and runs it on `servable`; returns the filtered
     outputs (all when no filter)."""
-    check_predict_request(signature, inputs.keys(), output_filter, check_method_names)
-    check_inputs(signature, inputs)
-    output_names = select_outputs(signature, output_filter)
-    if context is not None:
-        context.check()
+    output_names = _checked(signature, inputs, output_filter, context, check_method_names)
     try:
         outputs = servable.run(signature, inputs, output_names, context)
     except ServingError:
         raise
     except BaseException as error:  # whatever a servable raises, the request fails alone
         raise from_exception(error) from error
+    return _counted(outputs, output_names)
+
+
+def start_predict(
+    servable: Servable,
+    signature: Signature,
+    inputs: Mapping[str, np.ndarray],
+    output_filter: Sequence[str] = (),
+    context: RunContext | None = None,
+    *,
+    check_method_names: bool = False,
+) -> dict[str, np.ndarray] | Pending[dict[str, np.ndarray]]:
+    """run_predict() for a caller that will not wait (Servable.start): the outputs, or
+    Pending on them when the servable queued the request."""
+    output_names = _checked(signature, inputs, output_filter, context, check_method_names)
+    try:
+        started = servable.start(signature, inputs, output_names, context)
+    except ServingError:
+        raise
+    except BaseException as error:
+        raise from_exception(error) from error
+    if isinstance(started, Pending):
+        return started.then(lambda outputs: _counted(outputs, output_names))
+    return _counted(started, output_names)
+
+
+def _checked(
+    signature: Signature,
+    inputs: Mapping[str, np.ndarray],
+    output_filter: Sequence[str],
+    context: RunContext | None,
+    check_method_names: bool,
+) -> tuple[str, ...]:
+    """TF Serving's checks of a Predict before it runs; the outputs to compute."""
+    check_predict_request(signature, inputs.keys(), output_filter, check_method_names)
+    check_inputs(signature, inputs)
+    output_names = select_outputs(signature, output_filter)
+    if context is not None:
+        context.check()
+    return output_names
+
+
+def _counted(outputs: dict[str, np.ndarray], output_names: Sequence[str]) -> dict[str, np.ndarray]:
     if len(outputs) != len(output_names):
         raise ServingError(Code.UNKNOWN, "Predict internal error")
     return outputs

@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 
 from fastserve._core import GrpcCall, GrpcServer, RequestLog
 from fastserve.api.examples import Classifications, Regressions, Served, Tasks
-from fastserve.api.inference import InferenceAPI
+from fastserve.api.inference import InferenceAPI, Resolved
 from fastserve.codecs import protos
 from fastserve.codecs import tensor_proto as tensors
 from fastserve.codecs import tf_example as tf_examples
@@ -50,6 +50,7 @@ from fastserve.frontends.profiler import SERVICE as PROFILER_SERVICE
 from fastserve.frontends.profiler import ProfilerService
 from fastserve.observability.health import Health
 from fastserve.observability.metrics import INFERENCE_APIS, status_name
+from fastserve.servables.base import Pending
 from fastserve.types import ModelSpec, RunContext, SSLConfig
 
 log = logging.getLogger("fastserve.grpc")
@@ -154,50 +155,19 @@ class PredictionServicer(_Servicer):
         signature_name: str,
         inputs: dict[str, np.ndarray],
         output_filter: list[str],
+        wait: bool = True,
     ) -> tuple[Any, ...]:
         """Predict's Python step on the native path: the request was parsed and its tensors
         decoded in C++. Resolves, checks and runs; returns (0, version, signature name,
-        [(alias, DataType, array), ...]) or (code, message). Counted and logged as Predict."""
-        started = time.perf_counter()
-        failure: ServingError | None = None
-        try:
-            resolved = self._api.resolve(ModelSpec(name, version, label, signature_name))
-            try:
-                # Checked before the run, so that a request failing them is not timed as
-                # the model's (runtime_latency).
-                self._api.check_request(resolved, inputs.keys(), output_filter)
-                # Only queued work can be dropped on cancellation: registering costs the
-                # call a GIL acquisition when it ends, so unqueued runs skip it; without a
-                # deadline either, an unqueued run needs no context at all.
-                context: RunContext | None
-                if resolved.servable.queues_requests:
-                    context = _run_context(call)
-                else:
-                    remaining = call.remaining()
-                    context = None if remaining is None else RunContext.within(remaining)
-                outputs = self._api.predict(resolved, inputs, output_filter, context)
-                signature = resolved.signature
-                encoded = []
-                for alias, array in outputs.items():
-                    declared = signature.outputs[alias].dtype
-                    dtype = (
-                        declared if declared is not DType.DT_INVALID else from_numpy(array.dtype)
-                    )
-                    encoded.append((alias, int(dtype), array))
-                return (0, resolved.version, signature.name, encoded)
-            finally:
-                resolved.release()
-        except ServingError as error:
-            failure = error
-        except BaseException as error:  # a bug of ours: report it, keep serving
-            log.exception("Predict failed")
-            failure = from_exception(error)
-        finally:
-            micros = (time.perf_counter() - started) * 1e6
-            _account(
-                self._api, self._access, "Predict", name, status_name(failure), call.peer, micros
-            )
-        return (failure.code.value, truncate(failure.message))
+        [(alias, DataType, array), ...]) or (code, message). Counted and logged as Predict.
+
+        With wait=False, a request the servable queues (a batch queue) is not waited for:
+        the answer is then (-1, task, finish), where `task` (a _core.Task) ends when its
+        batch ran and finish() then returns one of the answers above. Cancellation is then
+        the caller's: it abandons the task when the call is cancelled."""
+        step = _ArraysStep(self._api, self._access, call, name)
+        spec = ModelSpec(name, version, label, signature_name)
+        return step.settle(lambda: step.start(spec, inputs, output_filter, wait))
 
     @_guarded
     def GetModelMetadata(
@@ -264,6 +234,90 @@ class PredictionServicer(_Servicer):
             else:
                 _fill_regressions(entry.regression_result, result)
         return response
+
+
+class _ArraysStep:
+    """One Predict's Python step on the native path (run_arrays): its resolved version, held
+    until the answer is made, and its accounting, done once."""
+
+    __slots__ = ("_access", "_api", "_call", "_name", "_resolved", "_started")
+
+    def __init__(self, api: InferenceAPI, access: bool, call: GrpcCall, name: str) -> None:
+        self._api = api
+        self._access = access
+        self._call = call
+        self._name = name
+        self._started = time.perf_counter()
+        self._resolved: Resolved | None = None
+
+    def start(
+        self,
+        spec: ModelSpec,
+        inputs: dict[str, np.ndarray],
+        output_filter: list[str],
+        wait: bool,
+    ) -> dict[str, np.ndarray] | Pending[dict[str, np.ndarray]]:
+        api = self._api
+        resolved = self._resolved = api.resolve(spec)
+        # Checked before the run, so that a request failing them is not timed as the
+        # model's (runtime_latency).
+        api.check_request(resolved, inputs.keys(), output_filter)
+        call = self._call
+        remaining = call.remaining()
+        if not resolved.servable.queues_requests:
+            # An unqueued run has nothing to drop on cancellation (registering would cost
+            # the call a GIL acquisition when it ends); without a deadline, no context.
+            context = None if remaining is None else RunContext.within(remaining)
+            return api.predict(resolved, inputs, output_filter, context)
+        if wait:
+            return api.predict(resolved, inputs, output_filter, _run_context(call))
+        # The caller abandons the queued task on cancellation: only the deadline here.
+        context = None if remaining is None else RunContext.within(remaining)
+        return api.start_predict(resolved, inputs, output_filter, context)
+
+    def settle(
+        self, produce: Callable[[], Mapping[str, np.ndarray] | Pending[dict[str, np.ndarray]]]
+    ) -> tuple[Any, ...]:
+        """The answer from what `produce` gives or raises; the version released and the
+        request counted once it is final (not while it is Pending)."""
+        failure: ServingError | None = None
+        final = True
+        try:
+            outputs = produce()
+            if isinstance(outputs, Pending):
+                final = False
+                later = outputs.finish
+                return (-1, outputs.waitable, lambda: self.settle(later))
+            resolved = self._resolved
+            assert resolved is not None
+            signature = resolved.signature
+            encoded = []
+            for alias, array in outputs.items():
+                declared = signature.outputs[alias].dtype
+                dtype = declared if declared is not DType.DT_INVALID else from_numpy(array.dtype)
+                encoded.append((alias, int(dtype), array))
+            return (0, resolved.version, signature.name, encoded)
+        except ServingError as error:
+            failure = error
+        except BaseException as error:  # a bug of ours: report it, keep serving
+            log.exception("Predict failed")
+            failure = from_exception(error)
+        finally:
+            if final:
+                if self._resolved is not None:
+                    self._resolved.release()
+                    self._resolved = None
+                micros = (time.perf_counter() - self._started) * 1e6
+                _account(
+                    self._api,
+                    self._access,
+                    "Predict",
+                    self._name,
+                    status_name(failure),
+                    self._call.peer,
+                    micros,
+                )
+        return (failure.code.value, truncate(failure.message))
 
 
 def _run_context(context: GrpcCall) -> RunContext:

@@ -10,12 +10,33 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
 from fastserve.errors import invalid_argument
 from fastserve.types import RunContext, Signature, shape_text
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+
+class Pending(Generic[T]):
+    """Work handed to a queue that ends later, for a caller that does not wait for it on a
+    thread of its own: `waitable` (a fastserve._core.Task, which C++ can be told to call back
+    when it ends) ends when the work did, and finish() then gives its result or raises its
+    error. finish() must be called exactly once, after `waitable` ended."""
+
+    __slots__ = ("finish", "waitable")
+
+    def __init__(self, waitable: object, finish: Callable[[], T]) -> None:
+        self.waitable = waitable
+        self.finish = finish
+
+    def then(self, step: Callable[[T], U]) -> Pending[U]:
+        """The same work, whose result goes through `step` (errors pass it by)."""
+        finish = self.finish
+        return Pending(self.waitable, lambda: step(finish()))
 
 
 class Servable(abc.ABC):
@@ -54,6 +75,18 @@ class Servable(abc.ABC):
         shapes are the servable's to check) and returns the outputs named in `output_names`
         (a non-empty subset of the signature's outputs, without duplicates). `context` carries
         the request's deadline and cancellation for servables that queue work."""
+
+    def start(
+        self,
+        signature: Signature,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str],
+        context: RunContext | None = None,
+    ) -> dict[str, np.ndarray] | Pending[dict[str, np.ndarray]]:
+        """run() for a caller that will not wait: a servable whose run() waits for other
+        requests (a batch queue) returns Pending at once instead; by default, run()'s outputs.
+        Cancellation is then the caller's to handle (abandoning the waitable), not `context`'s."""
+        return self.run(signature, inputs, output_names, context)
 
     def run_many(
         self,

@@ -22,7 +22,7 @@ import numpy as np
 import fastserve._core as _core
 from fastserve._core import SubmitStatus, TaskOutcome
 from fastserve.errors import Code, ServingError, from_exception, internal, invalid_argument
-from fastserve.servables.base import Loader, LoadOptions, Servable
+from fastserve.servables.base import Loader, LoadOptions, Pending, Servable
 from fastserve.servables.batching_parameters import BatchingParameters
 from fastserve.types import RunContext, Signature
 
@@ -149,6 +149,28 @@ class BatchScheduler:
         context: RunContext | None,
     ) -> list[dict[str, np.ndarray]]:
         """Queues a task and waits for its parts' outputs (several when it was split)."""
+        task = self.enqueue(queue_id, request, rows, key, context)
+        if context is not None:
+            context.on_cancel(lambda: task.abandon(TaskOutcome.CANCELLED))
+        remaining = context.remaining() if context is not None else None
+        outcome = task.wait(-1.0 if remaining is None else remaining)
+        if outcome == TaskOutcome.PENDING:
+            # The deadline passed: work not started yet is never started.
+            expired = task.abandon(TaskOutcome.EXPIRED)
+            outcome = TaskOutcome.EXPIRED if expired else task.wait()
+        return task_outputs(task, outcome)
+
+    def enqueue(
+        self,
+        queue_id: int,
+        request: _Request,
+        rows: int,
+        key: str,
+        context: RunContext | None,
+    ) -> _core.Task:
+        """Queues a task without waiting for it (raises when the queue refuses it): the task
+        ends when its batch ran, or at its deadline when that passes while it is queued, or
+        when it is abandoned; task_outputs() then gives its outputs."""
         parameters = self._queues[queue_id].parameters
         remaining = context.remaining() if context is not None else None
         task = _core.Task(request, rows, -1.0 if remaining is None else remaining)
@@ -157,23 +179,7 @@ class BatchScheduler:
             raise _refusal(status, rows, parameters, self._core.enqueued_batches(queue_id))
         if self.metrics is not None:
             self.metrics.task_queued(rows)
-        if context is not None:
-            context.on_cancel(lambda: task.abandon(TaskOutcome.CANCELLED))
-        outcome = task.wait(-1.0 if remaining is None else remaining)
-        if outcome == TaskOutcome.PENDING:
-            # The deadline passed: work not started yet is never started.
-            expired = task.abandon(TaskOutcome.EXPIRED)
-            outcome = TaskOutcome.EXPIRED if expired else task.wait()
-        if outcome == TaskOutcome.DONE:
-            return list(task.outputs())
-        if outcome == TaskOutcome.FAILED:
-            error = task.error()
-            raise error if isinstance(error, ServingError) else internal(str(error))
-        if outcome == TaskOutcome.CANCELLED:
-            raise ServingError(Code.CANCELLED, "The request was cancelled while it was queued")
-        raise ServingError(
-            Code.DEADLINE_EXCEEDED, "Run() timeout exceeded while waiting in batching queue"
-        )
+        return task
 
     def queued_rows(self, queue_id: int) -> int:
         return self._core.queued_rows(queue_id)
@@ -243,6 +249,22 @@ class BatchScheduler:
                 {name: outputs[name][start : start + part_rows] for name in request.output_names},
             )
             start += part_rows
+
+
+def task_outputs(task: _core.Task, outcome: TaskOutcome) -> list[dict[str, np.ndarray]]:
+    """An ended task's parts' outputs, or its end as a ServingError."""
+    if outcome == TaskOutcome.DONE:
+        return list(task.outputs())
+    if outcome == TaskOutcome.FAILED:
+        error = task.error()
+        raise error if isinstance(error, ServingError) else internal(str(error))
+    if outcome == TaskOutcome.CANCELLED:
+        raise ServingError(Code.CANCELLED, "The request was cancelled while it was queued")
+    if outcome == TaskOutcome.PENDING:
+        raise internal("a batched task's result was read before it ended")
+    raise ServingError(
+        Code.DEADLINE_EXCEEDED, "Run() timeout exceeded while waiting in batching queue"
+    )
 
 
 def _refusal(
@@ -385,8 +407,42 @@ class BatchingServable(Servable):
     ) -> dict[str, np.ndarray]:
         if self._batcher is not None:
             return self._run_native(self._batcher, signature, inputs, output_names, context)
-        if not inputs or any(array.ndim == 0 for array in inputs.values()):
+        queued = self._queued(signature, inputs, output_names)
+        if queued is None:
             return self._inner.run(signature, inputs, output_names, context)
+        queue_id, request, rows, key = queued
+        parts = self._scheduler.submit(queue_id, request, rows, key, context)
+        return _joined(parts, output_names)
+
+    def start(
+        self,
+        signature: Signature,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str],
+        context: RunContext | None = None,
+    ) -> dict[str, np.ndarray] | Pending[dict[str, np.ndarray]]:
+        """Queues the request and returns at once: Pending on the queued task. (A native
+        batcher's version, or a request that is not batched, runs here and now.)"""
+        if self._batcher is not None:
+            return self.run(signature, inputs, output_names, context)
+        queued = self._queued(signature, inputs, output_names)
+        if queued is None:
+            return self.run(signature, inputs, output_names, context)
+        queue_id, request, rows, key = queued
+        task = self._scheduler.enqueue(queue_id, request, rows, key, context)
+        names = tuple(output_names)
+        return Pending(task, lambda: _joined(task_outputs(task, task.outcome), names))
+
+    def _queued(
+        self,
+        signature: Signature,
+        inputs: Mapping[str, np.ndarray],
+        output_names: Sequence[str],
+    ) -> tuple[int, _Request, int, str] | None:
+        """What queueing this request takes (its queue, task input, rows and batch key), or
+        None when it runs on its own: no inputs, a scalar input, or no rows."""
+        if not inputs or any(array.ndim == 0 for array in inputs.values()):
+            return None
         sizes = {array.shape[0] for array in inputs.values()}
         if len(sizes) != 1:
             raise invalid_argument(
@@ -394,13 +450,10 @@ class BatchingServable(Servable):
             )
         (rows,) = sizes
         if rows == 0:
-            return self._inner.run(signature, inputs, output_names, context)
+            return None
         request = _Request(inputs, tuple(output_names), time.monotonic())
         key = _shape_key(signature, inputs, self._parameters.pad_variable_length_inputs)
-        parts = self._scheduler.submit(self._queue(signature), request, rows, key, context)
-        if len(parts) == 1:
-            return dict(parts[0])
-        return {name: np.concatenate([part[name] for part in parts]) for name in output_names}
+        return self._queue(signature), request, rows, key
 
     def _run_native(
         self,
@@ -451,6 +504,15 @@ class BatchingServable(Servable):
             self._scheduler.remove_native(self._batcher)
             self._batcher.stop()
         self._inner.unload()
+
+
+def _joined(
+    parts: list[dict[str, np.ndarray]], output_names: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """A task's outputs from its parts' (several when it was split across batches)."""
+    if len(parts) == 1:
+        return dict(parts[0])
+    return {name: np.concatenate([part[name] for part in parts]) for name in output_names}
 
 
 class BatchingLoader(Loader):
