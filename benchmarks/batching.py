@@ -457,6 +457,21 @@ def reading(
             f"for 1 row and {ms(exec_times[max(exec_times)] / max(exec_times))} ms per row "
             f"in a batch of {max(exec_times)}."
         )
+    batched_noop = next(
+        (r for r in results if r.setting.noop and r.setting.batching and r.throughput), None
+    )
+    if noop is not None and batched_noop is not None and noop.throughput:
+        out.append(
+            f"- The same no-op model batched (max_batch_size "
+            f"{batched_noop.setting.max_batch_size}, timeout "
+            f"{batched_noop.setting.batch_timeout_micros} µs) answered "
+            f"{batched_noop.throughput:,.0f} requests/s, "
+            f"{batched_noop.throughput / noop.throughput:.2f}x its unbatched rate, at "
+            f"{ms(batched_noop.server_cpu / batched_noop.throughput)} ms of server CPU per "
+            f"request and p99 {ms(batched_noop.p99)} ms: what batching costs a Python servable "
+            "(its request is queued in one runner round and answered in a later one; a batch "
+            "thread takes the GIL once per batch)."
+        )
     best = max(
         (r for r in results if r.setting.batching and not r.setting.noop),
         default=None,
