@@ -327,17 +327,23 @@ def test_invalid_model_parameters_fail_its_load(
     )
 
 
-def test_unloading_a_version_drains_its_queue(
-    tmp_path: Path, start_server: Callable[..., ServerProcess]
-) -> None:
+def one_at_a_time(tmp_path: Path, start_server: Callable[..., ServerProcess]) -> ServerProcess:
+    """A server batching the rows model one request per batch on one batch thread, metrics
+    on: a held batch keeps every later request queued."""
     config = rows_config(tmp_path, "    batching: {max_batch_size: 1, max_enqueued_batches: 100}\n")
     threads = parameters_file(tmp_path, "num_batch_threads { value: 1 }\n")
-    server = start_server(
+    return start_server(
         f"--config={config}",
         "--enable_batching",
         f"--batching_parameters_file={threads}",
         monitoring(tmp_path),
     )
+
+
+def test_unloading_a_version_drains_its_queue(
+    tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> None:
+    server = one_at_a_time(tmp_path, start_server)
     results: list[object] = []
 
     def call(value: float) -> None:
@@ -372,14 +378,7 @@ def test_grpc_requests_queued_behind_a_held_batch(
     """A batched Python servable over gRPC: requests wait for their batch without a thread
     each. One whose deadline passes while queued, and one whose client cancels it, never run
     and are counted with their status; the rest are answered once the held batch ends."""
-    config = rows_config(tmp_path, "    batching: {max_batch_size: 1, max_enqueued_batches: 100}\n")
-    threads = parameters_file(tmp_path, "num_batch_threads { value: 1 }\n")
-    server = start_server(
-        f"--config={config}",
-        "--enable_batching",
-        f"--batching_parameters_file={threads}",
-        monitoring(tmp_path),
-    )
+    server = one_at_a_time(tmp_path, start_server)
 
     def send(value: float, timeout: float = 30) -> grpc.Future:
         request = predict_request("rows", {"x": np.array([value], np.float32)})
@@ -432,14 +431,7 @@ def test_sigterm_answers_grpc_requests_queued_for_their_batch(
 ) -> None:
     """SIGTERM while gRPC requests of a batched Python servable wait behind a held batch:
     the server answers every one before it exits 0."""
-    config = rows_config(tmp_path, "    batching: {max_batch_size: 1, max_enqueued_batches: 100}\n")
-    threads = parameters_file(tmp_path, "num_batch_threads { value: 1 }\n")
-    server = start_server(
-        f"--config={config}",
-        "--enable_batching",
-        f"--batching_parameters_file={threads}",
-        monitoring(tmp_path),
-    )
+    server = one_at_a_time(tmp_path, start_server)
     held = server.prediction.Predict.future(
         predict_request("rows", {"x": np.array([-1.0], np.float32)}), timeout=60
     )
