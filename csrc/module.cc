@@ -110,6 +110,7 @@ PYBIND11_MODULE(_core, m) {
             }
             entry->queues_requests =
                 py::getattr(servable, "queues_requests", py::bool_(false)).cast<bool>();
+            entry->pends = py::getattr(servable, "pends", py::bool_(false)).cast<bool>();
             entry->python = fastserve::binding::keep(std::move(servable));
             Payload payload = std::move(entry);
             py::gil_scoped_release nogil;

@@ -243,7 +243,8 @@ class NativePredict final : public Handler {
 
   // On gRPC's callback thread: parse, decode and look up (none of which blocks), then queue
   // a Python servable's request (batched or not) for the runner here; what may block (a
-  // TensorFlow run, the Python dispatcher) is left to the worker pool.
+  // TensorFlow run, a Python step that waits, the Python dispatcher) is left to the worker
+  // pool.
   std::function<void()> start(std::shared_ptr<Call> call) override {
     if (call->finished()) return {};
     auto request = std::make_shared<wire::PredictRequest>();
@@ -266,11 +267,11 @@ class NativePredict final : public Handler {
       prepared->handle = lookup_version(*native_.table, prepared->request->model_spec());
       if (prepared->handle) {
         const VersionPayload& payload = version_payload(prepared->handle.payload());
-        prepared->queues_requests = payload.queues_requests;
+        prepared->waits = payload.queues_requests && !payload.pends;
         prepared->native = payload.native != nullptr && payload.native->session != nullptr;
       }
     }
-    if (!prepared->native) {
+    if (!prepared->native && !prepared->waits) {
       prepared->handle.release();
       to_runner(*prepared);
       return {};
@@ -293,7 +294,7 @@ class NativePredict final : public Handler {
     std::vector<std::pair<std::string, Tensor>> inputs;
     ServableHandle handle;  // its version, when the table has it
     bool native = false;    // the version has a native form
-    bool queues_requests = false;
+    bool waits = false;     // its Python step waits (a TF Lite pool, a pipeline, a batch in C++)
   };
 
   std::function<void()> to_fallback(std::shared_ptr<Call> call) {
@@ -325,13 +326,13 @@ class NativePredict final : public Handler {
       }
     }
     prepared.handle.release();
-    if (!prepared.queues_requests) {
+    if (!prepared.waits) {
       to_runner(prepared);
       return;
     }
-    // A natively batched version (TensorFlow's C API) that the native path left to Python
-    // (a request it does not take): its run waits for its batch in C++, on this worker
-    // thread, as many at once as there are workers, the GIL taken once for the whole step.
+    // A Python step that waits (a TF Lite interpreter pool, a pipeline's steps, a natively
+    // batched SavedModel's request the native path left to Python): on this worker thread,
+    // as many at once as there are workers, the GIL taken once for the whole step.
     auto job = python_step(prepared, /*wait=*/true);
     {
       py::gil_scoped_acquire gil;

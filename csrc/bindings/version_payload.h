@@ -15,9 +15,12 @@ namespace fastserve::binding {
 
 struct VersionPayload {
   PythonRef python;
-  // The servable queues requests (batching): its runs wait for a batch, so they are not
-  // given to the Python-servable runner.
+  // The servable queues requests (batching, a pool): its runs wait, so they are not given to
+  // the Python-servable runner...
   bool queues_requests = false;
+  // ...unless it pends: its start() queues a request and returns Pending on the queue's task
+  // (a Python servable's batch queue), which the runner waits for without a thread.
+  bool pends = false;
   std::shared_ptr<const NativeServable> native;
 };
 

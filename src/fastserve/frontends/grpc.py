@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -161,13 +162,14 @@ class PredictionServicer(_Servicer):
         decoded in C++. Resolves, checks and runs; returns (0, version, signature name,
         [(alias, DataType, array), ...]) or (code, message). Counted and logged as Predict.
 
-        With wait=False, a request the servable queues (a batch queue) is not waited for:
+        With wait=False, a request queued by a servable that pends (a Python batch queue) is
+        not waited for:
         the answer is then (-1, task, finish), where `task` (a _core.Task) ends when its
         batch ran and finish() then returns one of the answers above. Cancellation is then
         the caller's: it abandons the task when the call is cancelled."""
         step = _ArraysStep(self._api, self._access, call, name)
         spec = ModelSpec(name, version, label, signature_name)
-        return step.settle(lambda: step.start(spec, inputs, output_filter, wait))
+        return step.settle(step.start, spec, inputs, output_filter, wait)
 
     @_guarded
     def GetModelMetadata(
@@ -269,25 +271,26 @@ class _ArraysStep:
             # the call a GIL acquisition when it ends); without a deadline, no context.
             context = None if remaining is None else RunContext.within(remaining)
             return api.predict(resolved, inputs, output_filter, context)
-        if wait:
+        if wait or not resolved.servable.pends:
             return api.predict(resolved, inputs, output_filter, _run_context(call))
         # The caller abandons the queued task on cancellation: only the deadline here.
         context = None if remaining is None else RunContext.within(remaining)
         return api.start_predict(resolved, inputs, output_filter, context)
 
     def settle(
-        self, produce: Callable[[], Mapping[str, np.ndarray] | Pending[dict[str, np.ndarray]]]
+        self,
+        produce: Callable[..., Mapping[str, np.ndarray] | Pending[dict[str, np.ndarray]]],
+        *args: Any,
     ) -> tuple[Any, ...]:
-        """The answer from what `produce` gives or raises; the version released and the
-        request counted once it is final (not while it is Pending)."""
+        """The answer from what `produce(*args)` gives or raises; the version released and
+        the request counted once it is final (not while it is Pending)."""
         failure: ServingError | None = None
         final = True
         try:
-            outputs = produce()
+            outputs = produce(*args)
             if isinstance(outputs, Pending):
                 final = False
-                later = outputs.finish
-                return (-1, outputs.waitable, lambda: self.settle(later))
+                return (-1, outputs.waitable, partial(self.settle, outputs.finish))
             resolved = self._resolved
             assert resolved is not None
             signature = resolved.signature

@@ -58,6 +58,9 @@ class Servable(abc.ABC):
     runtime: str = "unknown"
     # Whether run() waits for other requests (a batch queue) rather than just computing.
     queues_requests: bool = False
+    # Whether start() queues the request and returns Pending instead of waiting for it (the
+    # native gRPC path then answers it without a thread waiting).
+    pends: bool = False
 
     @property
     @abc.abstractmethod

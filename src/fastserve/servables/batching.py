@@ -382,6 +382,8 @@ class BatchingServable(Servable):
             # The native Predict path serves this version through the batcher.
             self.native: Any = _core.batched_native_servable(native, self._batcher)
             scheduler.add_native(self._batcher)
+        # Queued for the Python batch threads, a request is Pending until its batch ran.
+        self.pends = self._batcher is None
 
     @property
     def signatures(self) -> Mapping[str, Signature]:
