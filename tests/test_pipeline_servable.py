@@ -129,6 +129,28 @@ def test_a_model_not_served_yet_fails_the_request_not_the_load(
     assert run(servable, INPUTS)["score"].tolist() == [3.0, -3.0]
 
 
+def test_an_output_filter_runs_only_the_steps_it_needs(
+    tmp_path: Path, table: ServableTable
+) -> None:
+    """fruit_id needs only the fruit step: the scorer's model, not served, is never asked
+    for; score needs the transform and the scorer, and then fails naming it."""
+    servable = load(write(tmp_path / "1", PIPELINE.replace("scorer", "later")), table)
+    signature = servable.signatures["serving_default"]
+    assert servable.run(signature, INPUTS, ["fruit_id"])["fruit_id"].tolist() == [1, -1]
+    with pytest.raises(ServingError) as caught:
+        servable.run(signature, INPUTS, ["score"])
+    assert caught.value.message.startswith("pipeline step 2 (model 'later'): ")
+    # A model step without an inputs mapping reads any earlier name: every step before it
+    # runs (the transform here), whatever the filter.
+    text = PIPELINE.replace("    inputs: {keys: fruit}\n", "")
+    unwired = load(write(tmp_path / "2", text.replace("scorer", "later")), table)
+    error = run_error(unwired, INPUTS)
+    assert error.message.startswith("pipeline step 2 (model 'later'): ")
+    with pytest.raises(ServingError) as caught:
+        unwired.run(unwired.signatures["serving_default"], INPUTS, ["fruit_id"])
+    assert caught.value.message.startswith("pipeline step 2 (model 'later'): ")
+
+
 def test_a_version_or_a_label(tmp_path: Path, table: ServableTable) -> None:
     text = PIPELINE.replace("  - model: fruit\n", "  - model: fruit\n    version: 4\n")
     error = run_error(load(write(tmp_path / "1", text), table), INPUTS)
@@ -176,7 +198,8 @@ def test_a_wrong_dtype_between_steps_is_invalid_argument(
 def test_a_transform_step_checks_a_models_output_when_it_arrives(
     tmp_path: Path, table: ServableTable
 ) -> None:
-    text = PIPELINE + "  - transform:\n      - {op: one_hot, input: score, output: hot, depth: 2}\n"
+    text = PIPELINE.replace("outputs:\n", "outputs:\n  hot: {dtype: float32}\n", 1)
+    text += "  - transform:\n      - {op: one_hot, input: score, output: hot, depth: 2}\n"
     error = run_error(load(write(tmp_path / "1", text), table), INPUTS)
     assert (error.code, error.message) == (
         Code.INVALID_ARGUMENT,

@@ -17,13 +17,16 @@ A version folder holds `pipeline.yaml` (and any vocabulary file a transform step
         outputs: {y: score}           # the model's outputs -> names of the pipeline (or a
                                       #   list of aliases, kept under their own names)
 
-A model step resolves its model when it runs, through LoadOptions.resolve (the servable table,
-as server.py wires it), holds that version only while it runs it, and passes the arrays as they
-are: nothing is encoded between steps. So a pipeline loads whether or not the models it names
-are loaded yet; a step whose model is not served fails the request (NOT_FOUND, with the step
-named). Every failure of a step is the request's failure with the step's own status code and
-its message after "pipeline step N (model 'm'): ". A step naming the pipeline's own model is a
-load error; a longer cycle (pipeline a calls b calls a) fails the request, FAILED_PRECONDITION.
+A request runs only the steps its outputs need (with an output filter, a step whose names no
+requested output depends on is skipped; a model step without an `inputs` mapping depends on
+every name before it). A model step resolves its model when it runs, through
+LoadOptions.resolve (the servable table, as server.py wires it), holds that version only while
+it runs it, and passes the arrays as they are: nothing is encoded between steps. So a pipeline
+loads whether or not the models it names are loaded yet; a step whose model is not served fails
+the request (NOT_FOUND, with the step named). Every failure of a step is the request's failure
+with the step's own status code and its message after "pipeline step N (model 'm'): ". A step
+naming the pipeline's own model is a load error; a longer cycle (pipeline a calls b calls a)
+fails the request, FAILED_PRECONDITION.
 """
 
 from __future__ import annotations
@@ -72,6 +75,16 @@ class _Step(abc.ABC):
 
     label: str
 
+    @property
+    @abc.abstractmethod
+    def produces(self) -> frozenset[str]:
+        """The names this step adds."""
+
+    @property
+    @abc.abstractmethod
+    def consumes(self) -> frozenset[str] | None:
+        """The names this step reads (None: not known before it runs, so any name)."""
+
     @abc.abstractmethod
     def run(self, values: dict[str, np.ndarray], context: RunContext | None) -> None: ...
 
@@ -83,6 +96,14 @@ class TransformStep(_Step):
 
     def run(self, values: dict[str, np.ndarray], context: RunContext | None) -> None:
         run_ops(self.ops, values)
+
+    @property
+    def produces(self) -> frozenset[str]:
+        return frozenset(op.output for op in self.ops)
+
+    @property
+    def consumes(self) -> frozenset[str]:
+        return frozenset(name for op in self.ops for name in op.inputs) - self.produces
 
 
 @dataclass(frozen=True)
@@ -97,6 +118,15 @@ class ModelStep(_Step):
     # The model's output alias -> the pipeline's name.
     outputs: Mapping[str, str]
     resolve: Resolve
+
+    @property
+    def produces(self) -> frozenset[str]:
+        return frozenset(self.outputs.values())
+
+    @property
+    def consumes(self) -> frozenset[str] | None:
+        # Without a wiring, the model's signature (known when it runs) names what it reads.
+        return None if self.inputs is None else frozenset(self.inputs.values())
 
     def run(self, values: dict[str, np.ndarray], context: RunContext | None) -> None:
         held = self.resolve(self.model, self.version, self.version_label)
@@ -158,6 +188,33 @@ class PipelineServable(Servable):
         self._name = name
         self._signatures = {signature.name: signature}
         self._steps = tuple(steps)
+        # The steps each set of outputs needs (an output filter runs only those).
+        self._plans: dict[frozenset[str], tuple[_Step, ...]] = {}
+
+    def _plan(self, output_names: Sequence[str]) -> tuple[_Step, ...]:
+        """The steps `output_names` need, in order: walking back from the outputs, a step
+        runs when it adds a name still needed, and then what it reads is needed too (all of
+        the earlier steps, for a model step whose inputs are known only when it runs)."""
+        key = frozenset(output_names)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        needed = set(key)
+        kept: list[_Step] = []
+        for position in range(len(self._steps) - 1, -1, -1):
+            step = self._steps[position]
+            if not needed & step.produces:
+                continue
+            consumes = step.consumes
+            if consumes is None:
+                kept.extend(reversed(self._steps[: position + 1]))
+                break
+            kept.append(step)
+            needed |= consumes
+        plan = tuple(reversed(kept))
+        if len(self._plans) < 64:  # a few output filters are common; keep those
+            self._plans[key] = plan
+        return plan
 
     @property
     def signatures(self) -> Mapping[str, Signature]:
@@ -178,7 +235,7 @@ class PipelineServable(Servable):
         token = _RUNNING.set((*running, self._name))
         try:
             values = dict(inputs)
-            for step in self._steps:
+            for step in self._plan(output_names):
                 if context is not None:
                     context.check()
                 try:
