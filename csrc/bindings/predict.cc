@@ -2,17 +2,18 @@
 // and its tensors decoded in C++ without the GIL, on gRPC's callback thread. A version with a
 // native form (a SavedModel on TensorFlow's C API) whose request passes every check is
 // resolved, checked, run and encoded without Python at all (csrc/grpc/native_predict.h), on
-// the server's worker pool. Otherwise the request is queued for the
-// Python-servable runner (csrc/runners/python_runner.h), whose thread takes the GIL once for
-// every request queued, resolves, checks and runs each in Python
+// the server's worker pool. Otherwise the request is queued for the Python-servable runner
+// (csrc/runners/python_runner.h), whose thread takes the GIL once for every request queued,
+// resolves, checks and runs each in Python
 // (fastserve.frontends.grpc.PredictionServicer.run_arrays), and encodes and sends the
 // responses after letting go of the GIL. A batched Python servable's request is queued for
 // its batch there and not waited for: the runner takes it up again when its batch ran (the
-// batch task's on_finish), so no thread waits for a batch holding or re-taking the GIL. A request the codec
-// does not take whole goes to the Python dispatcher unchanged (on the worker pool). So every
-// error a client can see is worded by Python, TF Serving's words: the native path only ever
-// answers successes, the runner's own errors and a batched version's batching errors
-// (csrc/batching/native_batcher.h words them as the Python batching does).
+// batch task's on_finish), so no thread waits for a batch holding or re-taking the GIL. A
+// Python step that waits otherwise (a TF Lite pool, a pipeline) runs on the worker pool. A
+// request the codec does not take whole goes to the Python dispatcher unchanged (on the
+// worker pool). So every error a client can see is worded by Python, TF Serving's words: the
+// native path only ever answers successes, the runner's own errors and a batched version's
+// batching errors (csrc/batching/native_batcher.h words them as the Python batching does).
 //
 // Threads: start() runs on gRPC's callback thread and handle() (or the work start() leaves)
 // on the server's worker pool, both without the GIL; shutdown() is called once, without the
@@ -23,6 +24,7 @@
 #include <algorithm>
 #include <functional>
 
+#include "batching/batch_queue.h"
 #include "bindings/numpy_tensor.h"
 #include "bindings/python_object.h"
 #include "bindings/version_payload.h"
@@ -32,7 +34,6 @@
 #include "grpc/predict_codec.h"
 #include "grpc/request_log.h"
 #include "grpc/server.h"
-#include "batching/batch_queue.h"
 #include "runners/python_runner.h"
 
 namespace py = pybind11;
