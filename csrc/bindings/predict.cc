@@ -17,7 +17,8 @@
 //
 // Threads: start() runs on gRPC's callback thread and handle() (or the work start() leaves)
 // on the server's worker pool, both without the GIL; shutdown() is called once, without the
-// GIL, and answers every request queued for Python before it returns.
+// GIL, and answers every request queued for Python (or waiting for its batch) before it
+// returns.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
