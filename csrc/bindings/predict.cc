@@ -189,7 +189,6 @@ class PythonPredict final : public RunnerJob {
           return;
         }
       }
-      response_.SerializeToString(&bytes_);
     } catch (std::exception& error) {
       status_ = grpc::Status(grpc::StatusCode::INTERNAL, error.what());
     }
@@ -201,7 +200,7 @@ class PythonPredict final : public RunnerJob {
     if (!status_.ok()) {
       call_->finish(status_);
     } else {
-      call_->finish(grpc::Status::OK, std::move(bytes_));
+      call_->finish_message(response_);
     }
   }
 
@@ -225,7 +224,6 @@ class PythonPredict final : public RunnerJob {
   std::shared_ptr<Task> task_;  // while waiting for its batch
   PythonRef finish_;            // the step's second half, once queued
   wire::PredictResponse response_;
-  std::string bytes_;
 };
 
 class NativePredict final : public Handler {
@@ -250,7 +248,7 @@ class NativePredict final : public Handler {
   std::function<void()> start(std::shared_ptr<Call> call) override {
     if (call->finished()) return {};
     auto request = std::make_shared<wire::PredictRequest>();
-    if (!request->ParseFromString(call->request()) || !request->has_model_spec()) {
+    if (!call->parse_request(request.get()) || !request->has_model_spec()) {
       return to_fallback(std::move(call));
     }
     auto prepared = std::make_shared<Prepared>();

@@ -11,6 +11,24 @@ Call::Call(std::string method, std::string request, std::string peer,
       started_(std::chrono::steady_clock::now()),
       responder_(responder) {}
 
+Call::Call(std::string method, std::unique_ptr<const RequestBody> body, std::string peer,
+           std::optional<std::chrono::steady_clock::time_point> deadline, Responder* responder)
+    : method_(std::move(method)),
+      body_(std::move(body)),
+      peer_(std::move(peer)),
+      deadline_(deadline),
+      started_(std::chrono::steady_clock::now()),
+      responder_(responder) {}
+
+const std::string& Call::request() const {
+  if (body_) std::call_once(joined_, [this] { request_ = body_->joined(); });
+  return request_;
+}
+
+bool Call::parse_request(google::protobuf::MessageLite* message) const {
+  return body_ ? body_->parse(message) : message->ParseFromString(request_);
+}
+
 std::optional<double> Call::remaining() const {
   if (!deadline_) return std::nullopt;
   const double left =
@@ -28,16 +46,25 @@ bool Call::finished() const {
   return responder_ == nullptr;
 }
 
+Responder* Call::take_responder() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  Responder* responder = responder_;
+  responder_ = nullptr;
+  return responder;
+}
+
+// The responder may be gone as soon as it has answered: nothing touches it after that.
 bool Call::finish(const grpc::Status& status, std::string response) {
-  Responder* responder;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    responder = responder_;
-    responder_ = nullptr;
-  }
+  Responder* responder = take_responder();
   if (responder == nullptr) return false;
-  // The responder may be gone as soon as it has answered: nothing touches it after this.
   responder->respond(status, std::move(response));
+  return true;
+}
+
+bool Call::finish_message(const google::protobuf::MessageLite& response) {
+  Responder* responder = take_responder();
+  if (responder == nullptr) return false;
+  responder->respond_message(response);
   return true;
 }
 

@@ -6,7 +6,7 @@ namespace fastserve {
 
 void EchoPredict::handle(std::shared_ptr<Call> call) {
   wire::PredictRequest request;
-  if (!request.ParseFromString(call->request())) {
+  if (!call->parse_request(&request)) {
     call->finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "not a PredictRequest"));
     return;
   }
@@ -15,9 +15,7 @@ void EchoPredict::handle(std::shared_ptr<Call> call) {
   for (const auto& [alias, tensor] : request.inputs()) {
     (*response.mutable_outputs())[alias == "x" ? "y" : alias] = tensor;
   }
-  std::string bytes;
-  response.SerializeToString(&bytes);
-  call->finish(grpc::Status::OK, std::move(bytes));
+  call->finish_message(response);
 }
 
 }  // namespace fastserve

@@ -116,13 +116,15 @@ bool run_natively(Call& call, const wire::PredictRequest& request, const NamedTe
     status = servable.session->run(feeds, fetches, &outputs);
   }
   const double runtime_micros = micros_since(ran);
-  auto finish = [&](const grpc::Status& answer, std::string bytes = {}) {
-    const int code = static_cast<int>(answer.error_code());
-    call.finish(answer, std::move(bytes));
+  auto logged = [&](int code) {
     if (options.log) {
       options.log->add(RequestRecord{spec.name(), code, micros_since(call.started()),
                                      runtime_micros, servable.runtime, call.peer()});
     }
+  };
+  auto finish = [&](const grpc::Status& answer) {
+    call.finish(answer);
+    logged(static_cast<int>(answer.error_code()));
   };
   if (!status.ok()) {
     finish(grpc::Status(static_cast<grpc::StatusCode>(status.code),
@@ -153,9 +155,8 @@ bool run_natively(Call& call, const wire::PredictRequest& request, const NamedTe
     }
   }
   handle.release();
-  std::string bytes;
-  response.SerializeToString(&bytes);
-  finish(grpc::Status(), std::move(bytes));  // OK (Status::OK would need libgrpc++ linked)
+  call.finish_message(response);  // serialized by the responder, into gRPC's own buffer
+  logged(0);
   return true;
 }
 

@@ -10,6 +10,12 @@
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
 #include <grpcpp/support/byte_buffer.h>
+#include <grpcpp/support/proto_buffer_reader.h>
+#if __has_include(<grpcpp/impl/proto_utils.h>)
+#include <grpcpp/impl/proto_utils.h>  // grpc++ >= 1.53
+#else
+#include <grpcpp/impl/codegen/proto_utils.h>
+#endif
 
 namespace fastserve {
 namespace {
@@ -24,6 +30,21 @@ std::string to_string(const grpc::ByteBuffer& buffer) {
   }
   return out;
 }
+
+// The request as gRPC received it: parsed from its slices in place, joined only when asked.
+class SliceBody final : public RequestBody {
+ public:
+  explicit SliceBody(grpc::ByteBuffer* taken) { buffer_.Swap(taken); }
+  std::string joined() const override { return to_string(buffer_); }
+  bool parse(google::protobuf::MessageLite* message) const override {
+    grpc::ByteBuffer shared(buffer_);  // the same slices, for the reader to walk
+    grpc::ProtoBufferReader reader(&shared);
+    return message->ParseFromZeroCopyStream(&reader) && reader.status().ok();
+  }
+
+ private:
+  grpc::ByteBuffer buffer_;
+};
 
 // Past this size a response is handed to gRPC in the string that holds it rather than
 // copied (a copy of a small one costs less than the slice's own allocation).
@@ -66,10 +87,9 @@ class UnaryReactor final : public grpc::ServerGenericBidiReactor, public Respond
       finish_once(grpc::Status(grpc::StatusCode::INTERNAL, "The client sent no request message"));
       return;
     }
-    auto call = std::make_shared<Call>(context_->method(), to_string(request_),
+    auto call = std::make_shared<Call>(context_->method(), std::make_unique<SliceBody>(&request_),
                                        context_->peer(), steady_deadline(context_->deadline()),
                                        this);
-    request_.Clear();
     {
       std::lock_guard<std::mutex> lock(mutex_);
       if (cancelled_) {
@@ -90,6 +110,20 @@ class UnaryReactor final : public grpc::ServerGenericBidiReactor, public Respond
     grpc::Slice slice = to_slice(std::move(response));
     response_ = grpc::ByteBuffer(&slice, 1);
     StartWriteAndFinish(&response_, grpc::WriteOptions(), status);
+  }
+
+  // Serialized straight into slices gRPC allocates (uninitialized, exactly the size).
+  void respond_message(const google::protobuf::MessageLite& message) override {
+    if (finished_.exchange(true)) return;
+    bool own = false;
+    grpc::Status serialized =
+        grpc::SerializationTraits<google::protobuf::MessageLite>::Serialize(message, &response_,
+                                                                            &own);
+    if (!serialized.ok()) {
+      Finish(serialized);
+      return;
+    }
+    StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
   }
 
   // May run at the same time as OnReadDone, on another thread.

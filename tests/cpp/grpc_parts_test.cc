@@ -9,6 +9,7 @@
 #include <thread>
 #include <vector>
 
+#include "fastserve/predict.pb.h"
 #include "grpc/call.h"
 #include "grpc/predict_codec.h"
 #include "grpc/request_log.h"
@@ -68,6 +69,46 @@ void call_deadline() {
   CHECK(with.remaining().has_value() && *with.remaining() > 4 && *with.remaining() <= 5);
   Call past("/m", "", "", std::chrono::steady_clock::now() - std::chrono::seconds(1), &responder);
   CHECK(*past.remaining() == 0.0);
+}
+
+// A body that counts how often it is joined.
+class CountedBody : public fastserve::RequestBody {
+ public:
+  explicit CountedBody(std::string bytes) : bytes_(std::move(bytes)) {}
+  std::string joined() const override {
+    joins.fetch_add(1);
+    return bytes_;
+  }
+  bool parse(google::protobuf::MessageLite* message) const override {
+    return message->ParseFromString(bytes_);
+  }
+  mutable std::atomic<int> joins{0};
+
+ private:
+  const std::string bytes_;
+};
+
+void call_parses_its_body_in_place_and_joins_it_once() {
+  fastserve::wire::PredictRequest sent;
+  sent.mutable_model_spec()->set_name("m");
+  const std::string bytes = sent.SerializeAsString();
+  CountingResponder responder;
+  auto owned = std::make_unique<CountedBody>(bytes);
+  const CountedBody* body = owned.get();
+  Call call("/m", std::move(owned), "peer", std::nullopt, &responder);
+  fastserve::wire::PredictRequest parsed;
+  CHECK(call.parse_request(&parsed) && parsed.model_spec().name() == "m");
+  CHECK(body->joins.load() == 0);  // parsing needs no joined copy
+  std::vector<std::thread> readers;
+  for (int i = 0; i < 4; ++i) readers.emplace_back([&] { CHECK(call.request() == bytes); });
+  for (auto& reader : readers) reader.join();
+  CHECK(body->joins.load() == 1);
+  // An OK message goes to the responder's respond_message: by default serialized.
+  fastserve::wire::PredictResponse answer;
+  answer.mutable_model_spec()->set_name("m");
+  CHECK(call.finish_message(answer));
+  CHECK(!call.finish_message(answer));  // answered once
+  CHECK(responder.answers.load() == 1 && responder.last_response == answer.SerializeAsString());
 }
 
 void worker_pool_runs_every_job_then_stops() {
@@ -191,6 +232,7 @@ int main() {
   request_log_keeps_every_record_across_concurrent_drains();
   call_answers_once_when_finish_and_cancel_race();
   call_deadline();
+  call_parses_its_body_in_place_and_joins_it_once();
   worker_pool_runs_every_job_then_stops();
   codec_round_trips_typed_values_and_content();
   codec_leaves_the_unusual_to_python();
