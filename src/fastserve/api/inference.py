@@ -164,7 +164,12 @@ class InferenceAPI:
         queued the request (Servable.start). Its runtime is timed until finish()."""
         servable = resolved.servable
         started = time.perf_counter()
-        timed = (resolved.model, "Predict", servable.runtime)
+
+        def observe() -> None:
+            self.metrics.runtime_observed(
+                resolved.model, "Predict", servable.runtime, (time.perf_counter() - started) * 1e6
+            )
+
         try:
             outcome = start_predict(
                 servable,
@@ -175,10 +180,10 @@ class InferenceAPI:
                 check_method_names=self._check_method_names,
             )
         except BaseException:
-            self.metrics.runtime_observed(*timed, (time.perf_counter() - started) * 1e6)
+            observe()
             raise
         if not isinstance(outcome, Pending):
-            self.metrics.runtime_observed(*timed, (time.perf_counter() - started) * 1e6)
+            observe()
             return outcome
         finish = outcome.finish
 
@@ -186,7 +191,7 @@ class InferenceAPI:
             try:
                 return finish()
             finally:
-                self.metrics.runtime_observed(*timed, (time.perf_counter() - started) * 1e6)
+                observe()
 
         return Pending(outcome.waitable, finished)
 
