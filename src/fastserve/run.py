@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
+from typing import Any, NoReturn
 
 from fastserve.options import ServerOptions
 from fastserve.server import Server, StartupError
@@ -18,8 +18,9 @@ class _Interrupted(BaseException):
 
 
 def run(options: ServerOptions) -> int:
-    """Starts a server with `options`, serves until SIGTERM or SIGINT, drains and stops;
-    returns the process's exit code (1: it failed to start, or failed while serving)."""
+    """Starts a server with `options`, serves until SIGTERM or SIGINT, drains and stops, then
+    ends the process (0, or 1 if it failed while serving); returns 1 if it failed to start
+    (0 if stopped during start-up)."""
     stopping = threading.Event()
     started = threading.Event()
 
@@ -63,15 +64,26 @@ def run(options: ServerOptions) -> int:
     code = outcome[0] = 1 if server.failed else 0
     if finished:
         logger.info("fastserve stopped")
-        return code
-    # Work still running past the grace (a model stuck in its computation) must not keep
-    # the process alive: leave now, without waiting for those threads.
-    logger.warning("shutdown grace of %ss ran out; exiting anyway", options.shutdown_grace_seconds)
-    logging.shutdown()
-    os._exit(code)
+    else:
+        # Work still running past the grace (a model stuck in its computation) must not keep
+        # the process alive: leave now, without waiting for those threads.
+        logger.warning(
+            "shutdown grace of %ss ran out; exiting anyway", options.shutdown_grace_seconds
+        )
+    # Every request was answered and every model unloaded: leave without the interpreter's
+    # finalization, whose teardown of library threads and static objects (TensorFlow's,
+    # gRPC's) at exit is in no order of ours and can abort a process that stopped cleanly.
+    _leave(code)
 
 
 def _force_exit(outcome: list[int], logger: logging.Logger) -> None:
     logger.warning("the process did not exit after shutdown; exiting now")
+    _leave(outcome[0])
+
+
+def _leave(code: int) -> NoReturn:
+    """Ends the process with `code` once logs and output are flushed, skipping finalization."""
     logging.shutdown()
-    os._exit(outcome[0])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
