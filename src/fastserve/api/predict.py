@@ -3,7 +3,8 @@ the request against it, run it, select the outputs."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -64,12 +65,7 @@ def run_predict(
     """Checks a Predict against `signature` and runs it on `servable`; returns the filtered
     outputs (all when no filter)."""
     output_names = _checked(signature, inputs, output_filter, context, check_method_names)
-    try:
-        outputs = servable.run(signature, inputs, output_names, context)
-    except ServingError:
-        raise
-    except BaseException as error:  # whatever a servable raises, the request fails alone
-        raise from_exception(error) from error
+    outputs = _servables_own(servable.run, signature, inputs, output_names, context)
     return _counted(outputs, output_names)
 
 
@@ -85,12 +81,7 @@ def start_predict(
     """run_predict() for a caller that will not wait (Servable.start): the outputs, or
     Pending on them when the servable queued the request."""
     output_names = _checked(signature, inputs, output_filter, context, check_method_names)
-    try:
-        started = servable.start(signature, inputs, output_names, context)
-    except ServingError:
-        raise
-    except BaseException as error:
-        raise from_exception(error) from error
+    started = _servables_own(servable.start, signature, inputs, output_names, context)
     if isinstance(started, Pending):
         return started.then(lambda outputs: _counted(outputs, output_names))
     return _counted(started, output_names)
@@ -110,6 +101,20 @@ def _checked(
     if context is not None:
         context.check()
     return output_names
+
+
+R = TypeVar("R")
+
+
+def _servables_own(call: Callable[..., R], *args: Any) -> R:
+    """`call(*args)`, a servable's: whatever it raises fails the request alone, as a
+    ServingError (its own, or INTERNAL naming the exception)."""
+    try:
+        return call(*args)
+    except ServingError:
+        raise
+    except BaseException as error:
+        raise from_exception(error) from error
 
 
 def _counted(outputs: dict[str, np.ndarray], output_names: Sequence[str]) -> dict[str, np.ndarray]:

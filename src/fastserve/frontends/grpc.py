@@ -52,7 +52,7 @@ from fastserve.frontends.profiler import ProfilerService
 from fastserve.observability.health import Health
 from fastserve.observability.metrics import INFERENCE_APIS, status_name
 from fastserve.servables.base import Pending
-from fastserve.types import ModelSpec, RunContext, SSLConfig
+from fastserve.types import ModelSpec, RunContext, Signature, SSLConfig
 
 log = logging.getLogger("fastserve.grpc")
 access_log = logging.getLogger("fastserve.access")
@@ -140,10 +140,11 @@ class PredictionServicer(_Servicer):
                 response.model_spec, request.model_spec.name, resolved.version, signature.name
             )
             for name, array in outputs.items():
-                declared = signature.outputs[name].dtype
-                dtype = declared if declared is not DType.DT_INVALID else from_numpy(array.dtype)
                 tensors.fill_proto(
-                    response.outputs[name], array, dtype, as_content=self._tensor_content
+                    response.outputs[name],
+                    array,
+                    _output_dtype(signature, name, array),
+                    as_content=self._tensor_content,
                 )
             return response
 
@@ -264,18 +265,18 @@ class _ArraysStep:
         # Checked before the run, so that a request failing them is not timed as the
         # model's (runtime_latency).
         api.check_request(resolved, inputs.keys(), output_filter)
-        call = self._call
-        remaining = call.remaining()
-        if not resolved.servable.queues_requests:
-            # An unqueued run has nothing to drop on cancellation (registering would cost
-            # the call a GIL acquisition when it ends); without a deadline, no context.
-            context = None if remaining is None else RunContext.within(remaining)
-            return api.predict(resolved, inputs, output_filter, context)
-        if wait or not resolved.servable.pends:
-            return api.predict(resolved, inputs, output_filter, _run_context(call))
-        # The caller abandons the queued task on cancellation: only the deadline here.
+        servable = resolved.servable
+        if servable.queues_requests and (wait or not servable.pends):
+            # Waiting in a queue: a cancelled call drops the queued work.
+            return api.predict(resolved, inputs, output_filter, _run_context(self._call))
+        # An unqueued run has nothing to drop on cancellation (registering would cost the
+        # call a GIL acquisition when it ends), and a pending one is abandoned by the caller:
+        # only the deadline here, and without one no context at all.
+        remaining = self._call.remaining()
         context = None if remaining is None else RunContext.within(remaining)
-        return api.start_predict(resolved, inputs, output_filter, context)
+        if servable.queues_requests:
+            return api.start_predict(resolved, inputs, output_filter, context)
+        return api.predict(resolved, inputs, output_filter, context)
 
     def settle(
         self,
@@ -294,11 +295,10 @@ class _ArraysStep:
             resolved = self._resolved
             assert resolved is not None
             signature = resolved.signature
-            encoded = []
-            for alias, array in outputs.items():
-                declared = signature.outputs[alias].dtype
-                dtype = declared if declared is not DType.DT_INVALID else from_numpy(array.dtype)
-                encoded.append((alias, int(dtype), array))
+            encoded = [
+                (alias, int(_output_dtype(signature, alias, array)), array)
+                for alias, array in outputs.items()
+            ]
             return (0, resolved.version, signature.name, encoded)
         except ServingError as error:
             failure = error
@@ -321,6 +321,12 @@ class _ArraysStep:
                     micros,
                 )
         return (failure.code.value, truncate(failure.message))
+
+
+def _output_dtype(signature: Signature, alias: str, array: np.ndarray) -> DType:
+    """An output's type on the wire: the signature's, or the array's where it declares none."""
+    declared = signature.outputs[alias].dtype
+    return declared if declared is not DType.DT_INVALID else from_numpy(array.dtype)
 
 
 def _run_context(context: GrpcCall) -> RunContext:

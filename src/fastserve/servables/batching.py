@@ -426,10 +426,10 @@ class BatchingServable(Servable):
         """Queues the request and returns at once: Pending on the queued task. (A native
         batcher's version, or a request that is not batched, runs here and now.)"""
         if self._batcher is not None:
-            return self.run(signature, inputs, output_names, context)
+            return self._run_native(self._batcher, signature, inputs, output_names, context)
         queued = self._queued(signature, inputs, output_names)
         if queued is None:
-            return self.run(signature, inputs, output_names, context)
+            return self._inner.run(signature, inputs, output_names, context)
         queue_id, request, rows, key = queued
         task = self._scheduler.enqueue(queue_id, request, rows, key, context)
         names = tuple(output_names)
