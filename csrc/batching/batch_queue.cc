@@ -36,9 +36,14 @@ bool Task::abandon(TaskOutcome why) {
     outcome_ = why;
     then.swap(on_finish_);
   }
+  announce(std::move(then));
+  return true;
+}
+
+// Called with no lock of the task held, once it ended.
+void Task::announce(std::function<void()> then) {
   finished_.notify_all();
   if (then) then();
-  return true;
 }
 
 void Task::on_finish(std::function<void()> callback) {
@@ -84,8 +89,7 @@ void Task::complete(std::size_t part, Payload output) {
     outcome_ = TaskOutcome::kDone;
     then.swap(on_finish_);
   }
-  finished_.notify_all();
-  if (then) then();
+  announce(std::move(then));
 }
 
 void Task::fail(Payload error) {
@@ -97,8 +101,7 @@ void Task::fail(Payload error) {
     outcome_ = TaskOutcome::kFailed;
     then.swap(on_finish_);
   }
-  finished_.notify_all();
-  if (then) then();
+  announce(std::move(then));
 }
 
 std::int64_t BatchScheduler::add_queue(const BatchOptions& options) {

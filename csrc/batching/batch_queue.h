@@ -99,6 +99,8 @@ class Task {
   // Called when a batch holding one of its parts is handed to a batch thread; false if the
   // task already ended (then the part is dropped).
   bool start();
+  // Wakes the waiter and runs the on_finish callback taken from the ended task.
+  void announce(std::function<void()> then);
 
   const Payload input_;
   const std::int64_t rows_;
